@@ -1,0 +1,107 @@
+"""Options of nova-shared-cache, in the ``[shared_cache]`` group of nova.conf."""
+
+import copy
+import dataclasses
+
+from oslo_config import cfg
+
+from nova_shared_cache import exception
+
+GROUP_NAME = 'shared_cache'
+
+#: Cache modes that keep a disk shared by several QEMU processes coherent.
+#: Both make QEMU open the image with ``cache.direct=on``, which for librbd
+#: means ``rbd_cache=false``: every read and write goes to the cluster.
+CACHE_MODES = ('none', 'directsync')
+
+shared_cache_group = cfg.OptGroup(
+    GROUP_NAME,
+    title='nova-shared-cache options',
+    help="""
+Options of the nova-shared-cache compute driver extension
+(``[DEFAULT] compute_driver = shared_cache.LibvirtSharedCacheDriver``).
+The extension makes every disk that several instances share (a multiattach
+volume of an enabled backend) a ``<shareable/>`` disk with a cache mode that
+bypasses every client-side cache, on every path that writes disk XML.
+""")
+
+shared_cache_opts = [
+    cfg.StrOpt(
+        'cache_mode',
+        default='none',
+        choices=[
+            ('none', 'O_DIRECT, guest-visible write cache honoured through '
+                     'flushes; librbd cache off. Same as upstream Nova.'),
+            ('directsync', 'O_DIRECT and every write synchronous; librbd '
+                           'cache off. For guests that do not send flushes.'),
+        ],
+        help="""
+Cache mode given to every shared disk of an enabled backend.
+
+Each QEMU process is its own librbd client; a client-side cache makes one
+instance read stale data or hide its writes from the others. Both choices
+turn librbd's cache off. ``none`` is what upstream Nova uses for multiattach
+disks. ``directsync`` also makes each write synchronous, which protects
+guests that never send flush requests, at the price of write latency.
+This option overrides ``[libvirt] disk_cachemodes`` for shared disks only;
+every other disk keeps the cache mode Nova gives it.
+"""),
+    cfg.ListOpt(
+        'enabled_backends',
+        default=['rbd'],
+        help="""
+Storage backends whose multiattach volumes are handled as shared disks.
+
+Each name is an entry point in the ``nova_shared_cache.backends`` namespace;
+``rbd`` (Ceph RBD volumes, ``driver_volume_type = rbd``) is built in.
+A volume of any other type is left exactly as Nova makes it. An unknown or
+broken backend stops nova-compute at start.
+"""),
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The validated options the driver works with."""
+
+    cache_mode: str
+    enabled_backends: tuple
+
+
+def register_opts(conf):
+    conf.register_group(shared_cache_group)
+    conf.register_opts(shared_cache_opts, group=shared_cache_group)
+
+
+def load(conf):
+    """Read and validate ``[shared_cache]``; raise ConfigError on bad input.
+
+    oslo.config checks ``choices`` only when a value is read, so everything
+    is read here, once, when the driver starts: a typo stops nova-compute at
+    start instead of failing the first attach.
+    """
+    group = conf[GROUP_NAME]
+    values = {}
+    for opt in shared_cache_opts:
+        try:
+            values[opt.dest] = group[opt.dest]
+        except (cfg.ConfigFileValueError, ValueError) as err:
+            raise exception.ConfigError(option=opt.name, reason=err)
+
+    backends = tuple(name.strip() for name in values['enabled_backends'])
+    if not backends or any(not name for name in backends):
+        raise exception.ConfigError(
+            option='enabled_backends',
+            reason="it must name at least one backend and no empty name "
+                   "(got %r)" % list(values['enabled_backends']))
+    if len(set(backends)) != len(backends):
+        raise exception.ConfigError(
+            option='enabled_backends',
+            reason="a backend is named twice (got %r)" % list(backends))
+    return Settings(cache_mode=values['cache_mode'],
+                    enabled_backends=backends)
+
+
+def list_opts():
+    """Options for oslo-config-generator. Loads no plugin, touches nothing."""
+    return [(shared_cache_group, copy.deepcopy(shared_cache_opts))]

@@ -1,0 +1,46 @@
+"""Errors raised by nova-shared-cache.
+
+Every error carries a ``msg_fmt`` template filled from keyword arguments, so
+the message always names the thing that is wrong (an option, a volume, a
+backend, a Nova method). None of these derive from ``ValueError`` or
+``ImportError``: Nova's ``load_compute_driver`` turns those into a misleading
+"not of type ComputeDriver" / "unable to load" message, while any other
+exception stops nova-compute with our own text.
+"""
+
+
+class SharedCacheError(Exception):
+    msg_fmt = "nova-shared-cache failed"
+
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+        try:
+            message = self.msg_fmt % kwargs
+        except (KeyError, TypeError, ValueError):
+            # A wrong keyword is a programming error, but the operator must
+            # still see what was passed rather than a generic sentence.
+            details = ", ".join(
+                "%s=%r" % item for item in sorted(kwargs.items()))
+            message = "%s (%s)" % (self.msg_fmt, details)
+        super().__init__(message)
+
+
+class ConfigError(SharedCacheError):
+    msg_fmt = ("Invalid value for option [shared_cache] %(option)s: "
+               "%(reason)s")
+
+
+class BackendLoadError(SharedCacheError):
+    msg_fmt = ("Cannot load shared-volume backend '%(backend)s' named in "
+               "[shared_cache] enabled_backends (entry point namespace "
+               "nova_shared_cache.backends): %(reason)s")
+
+
+class UnsupportedNova(SharedCacheError):
+    msg_fmt = ("nova-shared-cache refuses to start on Nova %(nova_version)s: "
+               "%(reason)s")
+
+
+class SharedDiskError(SharedCacheError):
+    msg_fmt = ("Volume %(volume_id)s (%(backend)s %(volume)s) cannot be "
+               "attached as a shared disk: %(reason)s")
