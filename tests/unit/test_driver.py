@@ -154,7 +154,19 @@ class SharedDiskXmlTest(base.TestCase):
         self.assertIn('&lt;&gt;&amp;', xml)
 
     def test_non_raw_shared_disk_refused(self):
-        info = base.connection_info(data={'format': 'qcow2'})
+        # Nova's volume drivers make every volume raw today; a driver that
+        # passed a format layer through must not get a shared qcow2 disk.
+        real_get_config = volume_net.LibvirtNetVolumeDriver.get_config
+
+        def qcow2_get_config(vol_driver, connection_info, disk_info):
+            conf = real_get_config(vol_driver, connection_info, disk_info)
+            conf.driver_format = 'qcow2'
+            return conf
+
+        self.stub_out(
+            'nova.virt.libvirt.volume.net.LibvirtNetVolumeDriver.get_config',
+            qcow2_get_config)
+        info = base.connection_info()
         err = self.assertRaises(exception.SharedDiskError,
                                 self.make_driver()._get_volume_config,
                                 info, dict(base.DISK_INFO))
@@ -207,12 +219,14 @@ class AttachPathTest(base.TestCase):
         super().setUp()
         self.context = nova_context.get_admin_context()
         self.instance = fake_instance.fake_instance_obj(self.context)
+        self.instance.system_metadata = {}
 
     def _attach(self, drv, info):
         guest = mock.Mock()
         guest.get_power_state.return_value = power_state.RUNNING
         with mock.patch.object(drv._host, 'get_guest', return_value=guest), \
-                mock.patch.object(drv, '_build_device_metadata'), \
+                mock.patch.object(drv, '_build_device_metadata',
+                                  return_value=None), \
                 mock.patch.object(self.instance, 'save'):
             drv.attach_volume(self.context, info, self.instance, '/dev/vdb')
         conf = guest.attach_device.call_args.args[0]
