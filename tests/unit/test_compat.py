@@ -1,0 +1,63 @@
+"""The startup check of Nova internals the driver overrides."""
+
+from unittest import mock
+
+from nova.virt.libvirt import driver as libvirt_driver
+
+from nova_shared_cache import compat
+from nova_shared_cache import exception
+from tests.unit import base
+
+
+def _without(name):
+    return type('LibvirtDriver', (), {
+        n: getattr(libvirt_driver.LibvirtDriver, n)
+        for n in compat.REQUIRED_METHODS if n != name})
+
+
+class CompatCheckTest(base.TestCase):
+
+    def test_installed_nova_passes(self):
+        compat.check(libvirt_driver.LibvirtDriver, compat.nova_version())
+
+    def test_every_supported_release_number_passes(self):
+        for major in compat.SUPPORTED_NOVA:
+            compat.check(libvirt_driver.LibvirtDriver, '%d.1.0' % major)
+
+    def test_missing_method_named(self):
+        for name in compat.REQUIRED_METHODS:
+            with self.subTest(method=name):
+                err = self.assertRaises(exception.UnsupportedNova,
+                                        compat.check, _without(name),
+                                        '34.0.0')
+                self.assertIn('LibvirtDriver.%s does not exist' % name,
+                              str(err))
+                self.assertIn('Nova 34.0.0', str(err))
+
+    def test_changed_signature_named(self):
+        fake = _without('_set_cache_mode')
+        fake._set_cache_mode = lambda self, disk_config: None
+        err = self.assertRaises(exception.UnsupportedNova, compat.check,
+                                fake, '33.0.1')
+        self.assertIn('_set_cache_mode(self, disk_config)', str(err))
+        self.assertIn('(self, conf)', str(err))
+        self.assertIn('Nova 33.0.1', str(err))
+
+    def test_untested_release_refused(self):
+        for version in ('29.4.0', '35.0.0', '2026.2', 'unknown'):
+            with self.subTest(version=version):
+                err = self.assertRaises(exception.UnsupportedNova,
+                                        compat.check,
+                                        libvirt_driver.LibvirtDriver, version)
+                self.assertIn('Nova %s' % version, str(err))
+                self.assertIn('supported: Nova 30 to 34', str(err))
+
+    def test_driver_refuses_to_start_before_nova_initialises(self):
+        with mock.patch.object(compat, 'nova_version',
+                               return_value='29.0.0'), \
+                mock.patch.object(libvirt_driver.LibvirtDriver,
+                                  '__init__') as nova_init:
+            err = self.assertRaises(exception.UnsupportedNova,
+                                    self.make_driver)
+        self.assertIn('Nova 29.0.0', str(err))
+        nova_init.assert_not_called()

@@ -1,0 +1,36 @@
+"""Every error renders its message with the keywords it is raised with."""
+
+from nova_shared_cache import exception
+from tests.unit import base
+
+RAISED_WITH = {
+    exception.ConfigError: {'option': 'cache_mode', 'reason': 'bad'},
+    exception.BackendLoadError: {'backend': 'rbd', 'reason': 'boom'},
+    exception.UnsupportedNova: {'nova_version': '29.0.0', 'reason': 'old'},
+    exception.SharedDiskError: {'volume_id': 'v1', 'backend': 'rbd',
+                                'volume': 'pool/img', 'reason': 'qcow2'},
+}
+
+
+class ExceptionTest(base.TestCase):
+
+    def test_every_error_is_covered(self):
+        self.assertEqual(set(exception.SharedCacheError.__subclasses__()),
+                         set(RAISED_WITH))
+
+    def test_messages_render(self):
+        for cls, kwargs in RAISED_WITH.items():
+            with self.subTest(error=cls.__name__):
+                message = str(cls(**kwargs))
+                self.assertNotIn('%(', message)
+                for value in kwargs.values():
+                    self.assertIn(value, message)
+
+    def test_not_value_or_import_errors(self):
+        # Nova's load_compute_driver rewrites those into a misleading text.
+        for cls in RAISED_WITH:
+            self.assertFalse(issubclass(cls, (ValueError, ImportError)))
+
+    def test_wrong_keywords_still_say_what_was_passed(self):
+        message = str(exception.ConfigError(optoin='cache_mode'))
+        self.assertIn("optoin='cache_mode'", message)
