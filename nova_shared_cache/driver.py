@@ -37,6 +37,11 @@ _CONNECTION_INFO = contextvars.ContextVar('nova_shared_cache_connection_info',
 _INSTANCE_UUID = contextvars.ContextVar('nova_shared_cache_instance_uuid',
                                         default=None)
 
+# Nova 30-33 call _get_volume_config(instance, connection_info, disk_info),
+# Nova 34 _get_volume_config(connection_info, disk_info).
+_VOLUME_CONFIG_PARAMS = compat.positional_parameters(
+    libvirt_driver.LibvirtDriver._get_volume_config)
+
 
 @contextlib.contextmanager
 def _scope(var, value):
@@ -72,9 +77,16 @@ class LibvirtSharedCacheDriver(libvirt_driver.LibvirtDriver):
 
     # -- the XML path -----------------------------------------------------
 
-    def _get_volume_config(self, connection_info, disk_info):
-        with _scope(_CONNECTION_INFO, connection_info):
-            return super()._get_volume_config(connection_info, disk_info)
+    def _get_volume_config(self, *args, **kwargs):
+        connection_info = compat.argument(
+            _VOLUME_CONFIG_PARAMS, 'connection_info', args, kwargs)
+        instance = compat.argument(
+            _VOLUME_CONFIG_PARAMS, 'instance', args, kwargs)
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(_scope(_CONNECTION_INFO, connection_info))
+            if instance is not None:
+                stack.enter_context(_instance_scope(instance))
+            return super()._get_volume_config(*args, **kwargs)
 
     def _set_cache_mode(self, conf):
         on_entry = self._snapshot(conf)

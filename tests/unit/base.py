@@ -2,11 +2,14 @@
 
 import copy
 
+from nova import context as nova_context
 from nova import test
 from nova.tests import fixtures as nova_fixtures
+from nova.tests.unit import fake_instance
 from nova.virt import fake
 from nova.virt.libvirt import driver as libvirt_driver
 
+from nova_shared_cache import compat
 from nova_shared_cache import driver as sc_driver
 
 SECRET_UUID = 'c9b1bd6c-7c6f-4f0e-a8b1-8d0e0c0a0b0c'
@@ -56,6 +59,24 @@ def connection_info(base=RBD_CONNECTION_INFO, **overrides):
     info.update(overrides)
     info['data'].update(data)
     return info
+
+
+def make_instance():
+    instance = fake_instance.fake_instance_obj(
+        nova_context.get_admin_context())
+    instance.system_metadata = {}
+    return instance
+
+
+def volume_config(drv, info, disk_info=None, instance=None):
+    """Call drv._get_volume_config the way this Nova release does."""
+    disk_info = dict(DISK_INFO) if disk_info is None else disk_info
+    params = compat.positional_parameters(
+        libvirt_driver.LibvirtDriver._get_volume_config)
+    if 'instance' in params:    # Nova 30 to 33
+        return drv._get_volume_config(instance or make_instance(), info,
+                                      disk_info)
+    return drv._get_volume_config(info, disk_info)
 
 
 class TestCase(test.NoDBTestCase):

@@ -61,3 +61,24 @@ class CompatCheckTest(base.TestCase):
                                     self.make_driver)
         self.assertIn('Nova 29.0.0', str(err))
         nova_init.assert_not_called()
+
+
+class ArgumentTest(base.TestCase):
+
+    def test_argument_by_position_and_keyword(self):
+        params = ('instance', 'connection_info', 'disk_info')
+        self.assertEqual('ci', compat.argument(
+            params, 'connection_info', ('inst', 'ci', 'di'), {}))
+        self.assertEqual('ci', compat.argument(
+            params, 'connection_info', ('inst',), {'connection_info': 'ci'}))
+        self.assertIsNone(compat.argument(
+            ('connection_info', 'disk_info'), 'instance', ('ci', 'di'), {}))
+
+    def test_both_volume_config_signatures_accepted(self):
+        for params in ('self, connection_info, disk_info',
+                       'self, instance, connection_info, disk_info'):
+            with self.subTest(params=params):
+                fake = _without('_get_volume_config')
+                exec('def f(%s): pass' % params, globals(), ns := {})
+                fake._get_volume_config = ns['f']
+                compat.check(fake, '33.0.0')

@@ -6,7 +6,6 @@ from lxml import etree
 from nova.compute import power_state
 from nova import context as nova_context
 from nova import objects
-from nova.tests.unit import fake_instance
 from nova.virt.libvirt import config as vconfig
 from nova.virt.libvirt import migration
 from nova.virt.libvirt.volume import net as volume_net
@@ -16,7 +15,7 @@ from tests.unit import base
 
 
 def disk_xml(drv, info):
-    return drv._get_volume_config(info, dict(base.DISK_INFO)).to_xml()
+    return base.volume_config(drv, info).to_xml()
 
 
 def driver_elem(xml):
@@ -168,8 +167,7 @@ class SharedDiskXmlTest(base.TestCase):
             qcow2_get_config)
         info = base.connection_info()
         err = self.assertRaises(exception.SharedDiskError,
-                                self.make_driver()._get_volume_config,
-                                info, dict(base.DISK_INFO))
+                                base.volume_config, self.make_driver(), info)
         self.assertIn(base.VOLUME_ID, str(err))
         self.assertIn('volumes/volume-%s' % base.VOLUME_ID, str(err))
         self.assertIn("'qcow2'", str(err))
@@ -179,8 +177,7 @@ class SharedDiskXmlTest(base.TestCase):
         # _set_cache_mode again on every volume disk after _get_volume_config.
         self.shared_cache_flags(cache_mode='directsync')
         drv = self.make_driver()
-        conf = drv._get_volume_config(base.connection_info(),
-                                      dict(base.DISK_INFO))
+        conf = base.volume_config(drv, base.connection_info())
         drv._set_cache_mode(conf)
         self.assertEqual('directsync', conf.driver_cache)
         self.assertTrue(conf.shareable)
@@ -194,7 +191,7 @@ class SharedDiskXmlTest(base.TestCase):
         self.shared_cache_flags(cache_mode='directsync')
         drv = self.make_driver()
         info = base.connection_info()
-        source = drv._get_volume_config(info, dict(base.DISK_INFO))
+        source = base.volume_config(drv, info)
         source.driver_cache = 'writeback'
         source.shareable = False
         domain = etree.fromstring(
@@ -203,8 +200,7 @@ class SharedDiskXmlTest(base.TestCase):
             serial=base.VOLUME_ID, bus='virtio', dev='vdb', type='disk')
         bdm.connection_info = info
         migrate_data = objects.LibvirtLiveMigrateData(bdms=[bdm])
-        instance = fake_instance.fake_instance_obj(
-            nova_context.get_admin_context())
+        instance = base.make_instance()
 
         out = migration._update_volume_xml(domain, migrate_data, instance,
                                            drv._get_volume_config)
@@ -218,8 +214,7 @@ class AttachPathTest(base.TestCase):
     def setUp(self):
         super().setUp()
         self.context = nova_context.get_admin_context()
-        self.instance = fake_instance.fake_instance_obj(self.context)
-        self.instance.system_metadata = {}
+        self.instance = base.make_instance()
 
     def _attach(self, drv, info):
         guest = mock.Mock()
