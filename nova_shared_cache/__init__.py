@@ -1,1 +1,1 @@
-"""nova-shared-cache: coherent Ceph RBD multiattach disks for Nova's libvirt driver."""
+"""nova-shared-cache: coherent Ceph RBD multiattach disks for Nova."""

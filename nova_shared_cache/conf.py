@@ -1,4 +1,4 @@
-"""Options of nova-shared-cache, in the ``[shared_cache]`` group of nova.conf."""
+"""Options of nova-shared-cache: the ``[shared_cache]`` group of nova.conf."""
 
 import copy
 import dataclasses

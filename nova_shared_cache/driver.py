@@ -1,6 +1,7 @@
 """LibvirtSharedCacheDriver: Nova's libvirt driver with coherent shared disks.
 
-Load it with ``[DEFAULT] compute_driver = shared_cache.LibvirtSharedCacheDriver``.
+Load it with
+``[DEFAULT] compute_driver = shared_cache.LibvirtSharedCacheDriver``.
 
 Every path that writes a volume's disk XML goes through
 ``LibvirtDriver._set_cache_mode``: attach, swap, boot, hard reboot, rescue,
@@ -70,10 +71,11 @@ class LibvirtSharedCacheDriver(libvirt_driver.LibvirtDriver):
         # each volume disk, outside _get_volume_config.
         self._volume_disks = weakref.WeakKeyDictionary()
         super().__init__(virtapi, read_only)
+        settings = self._shared_settings
         LOG.info("nova-shared-cache enabled: cache_mode=%(mode)s, "
                  "backends=%(backends)s",
-                 {'mode': self._shared_settings.cache_mode,
-                  'backends': ','.join(self._shared_settings.enabled_backends)})
+                 {'mode': settings.cache_mode,
+                  'backends': ','.join(settings.enabled_backends)})
 
     # -- the XML path -----------------------------------------------------
 

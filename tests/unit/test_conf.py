@@ -4,10 +4,10 @@ import filecmp
 import os
 import tempfile
 
-from oslo_config import fixture as config_fixture
-from oslo_config import generator
 from nova.virt import driver as virt_driver
 from nova.virt import fake
+from oslo_config import fixture as config_fixture
+from oslo_config import generator
 
 from nova_shared_cache import conf as sc_conf
 from nova_shared_cache import driver as sc_driver

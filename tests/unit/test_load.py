@@ -1,4 +1,4 @@
-"""nova-compute loads the extension by name; the install owns only its files."""
+"""nova-compute loads the extension; the install owns only its own files."""
 
 import importlib.metadata
 import pathlib
