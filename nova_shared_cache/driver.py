@@ -126,7 +126,7 @@ class LibvirtSharedCacheDriver(libvirt_driver.LibvirtDriver):
     @staticmethod
     def _snapshot(conf):
         return {attr: getattr(conf, attr, None)
-                for attr in ('driver_cache', 'shareable', 'driver_format')}
+                for attr in policy.ENFORCED_ATTRS}
 
     # -- the connect-time hook --------------------------------------------
 

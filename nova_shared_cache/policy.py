@@ -22,6 +22,9 @@ from nova_shared_cache import exception
 
 DIRECT_IO_CACHE_MODES = frozenset(sc_conf.CACHE_MODES)
 
+#: The LibvirtConfigGuestDisk attributes the policy may change.
+ENFORCED_ATTRS = ('shareable', 'driver_cache', 'driver_format')
+
 
 @dataclasses.dataclass(frozen=True)
 class SharedDisk:
@@ -88,11 +91,9 @@ def plan(disk, cache_mode, shared: SharedDisk) -> list:
                    "several instances, a format layer caches metadata in "
                    "each QEMU process" % fmt)
 
-    wanted = (('shareable', True),
-              ('driver_cache', cache_mode),
-              ('driver_format', 'raw'))
+    wanted = dict(zip(ENFORCED_ATTRS, (True, cache_mode, 'raw')))
     return [Change(attr, getattr(disk, attr, None), value)
-            for attr, value in wanted
+            for attr, value in wanted.items()
             if getattr(disk, attr, None) != value]
 
 
