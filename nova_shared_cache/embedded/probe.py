@@ -48,7 +48,9 @@ def read_blocks(console, dev, blocks):
     for line in out.splitlines():
         parts = line.split(' ', 1)
         if len(parts) == 2 and parts[0].isdigit():
-            result[int(parts[0])] = parts[1].strip()
+            # A block never written reads as zeros.
+            result[int(parts[0])] = (parts[1].replace('\x00', '').strip()
+                                     or '<zeros>')
     return result
 
 
