@@ -16,6 +16,19 @@ WRITEBACK = {'rbd cache policy': 'writeback',
              'rbd cache writethrough until flush': 'false'}
 
 
+MARKER = '# written by nova-shared-cache tests; restored after\n'
+
+
+def remove_stale():
+    """Remove a client ceph.conf a killed run left behind (ours only)."""
+    try:
+        with open(PATH) as f:
+            if f.readline() == MARKER:
+                os.unlink(PATH)
+    except OSError:
+        pass
+
+
 @contextlib.contextmanager
 def client_options(options):
     """Write ``[client]`` options to the client ceph.conf, restore after."""
@@ -26,8 +39,7 @@ def client_options(options):
         saved = None
     os.makedirs(os.path.dirname(PATH), exist_ok=True)
     with open(PATH + '.nsc-tmp', 'w') as f:
-        f.write('# written by nova-shared-cache tests; restored after\n'
-                '[client]\n')
+        f.write(MARKER + '[client]\n')
         for key, value in options.items():
             f.write('%s = %s\n' % (key, value))
     os.chmod(PATH + '.nsc-tmp', 0o644)

@@ -147,4 +147,6 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    status = main()
+    compute_harness.exit_process(status)
+    sys.exit(status)

@@ -4,6 +4,7 @@ import os
 import uuid
 
 from nova_shared_cache.embedded import ceph
+from nova_shared_cache.embedded import clientconf
 from nova_shared_cache.embedded import common
 from nova_shared_cache.embedded import compute as compute_harness
 from nova_shared_cache.embedded import guest
@@ -25,6 +26,7 @@ class Stack:
         os.makedirs(self.root, exist_ok=True)
         os.chmod(self.root, 0o755)
         guest.build()
+        clientconf.remove_stale()
         self.ceph.up()
         self.libvirt.up()
         key_file = self.ceph.write_key_file()
@@ -37,6 +39,7 @@ class Stack:
     def down(self):
         self.libvirt.down(compute_harness.DOMAIN_PREFIX)
         self.ceph.down()
+        clientconf.remove_stale()
 
     def new_volume(self, multiattach=True, size_mb=64):
         """A Cinder-style multiattach RBD volume and its connection_info."""

@@ -27,16 +27,6 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def pytest_unconfigure(config):
-    # NOTE: Nova's libvirt event loop leaves non-daemon threads behind once
-    # libvirtd has been stopped by the stack's teardown, and the interpreter
-    # would wait for them forever. Everything pytest reports (summary,
-    # junit XML) is written by now; leave with pytest's own exit status.
-    import os
-    import sys
-    import threading
-    stuck = [t for t in threading.enumerate()
-             if t is not threading.main_thread() and not t.daemon]
-    if stuck and hasattr(config, '_nsc_exitstatus'):
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(config._nsc_exitstatus)
+    # Everything pytest reports (summary, junit XML) is written by now.
+    if hasattr(config, '_nsc_exitstatus'):
+        compute_harness.exit_process(config._nsc_exitstatus)
