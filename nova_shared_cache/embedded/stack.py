@@ -1,6 +1,7 @@
 """Bring the whole embedded stack up and down: Ceph, libvirt, the secret."""
 
 import os
+import sys
 import uuid
 
 from nova_shared_cache.embedded import ceph
@@ -47,3 +48,34 @@ class Stack:
         self.ceph.create_multiattach_volume(volume_id, size_mb)
         return volume_id, self.ceph.connection_info(
             volume_id, self.secret_uuid, multiattach=multiattach)
+
+
+def main(argv=None):
+    """``tools/stack up|down|status``: the embedded stack on its own."""
+    import argparse
+    parser = argparse.ArgumentParser(prog='tools/stack')
+    parser.add_argument('action', choices=('up', 'down', 'status'))
+    args = parser.parse_args(argv)
+    stack = Stack()
+    try:
+        if args.action == 'up':
+            stack.up()
+            common.progress('stack up under %s (secret %s); '
+                            '"tools/stack down" removes it'
+                            % (stack.root, stack.secret_uuid))
+        elif args.action == 'down':
+            stack.down()
+            common.progress('stack down')
+        else:
+            ceph_up, virt_up = stack.ceph.is_up(), stack.libvirt.is_up()
+            state = {True: 'up', False: 'down'}
+            print('ceph: %s\nlibvirtd: %s' % (state[ceph_up], state[virt_up]))
+            return 0 if ceph_up and virt_up else 1
+    except common.StackError as err:
+        print('error: %s' % err, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
