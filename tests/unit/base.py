@@ -11,6 +11,7 @@ from nova.virt.libvirt import driver as libvirt_driver
 
 from nova_shared_cache import compat
 from nova_shared_cache import driver as sc_driver
+from tests import compat as compat_mixin
 
 SECRET_UUID = 'c9b1bd6c-7c6f-4f0e-a8b1-8d0e0c0a0b0c'
 VOLUME_ID = '5d0b2b3e-1b8f-4c4e-9f55-5a1d2f8e6c01'
@@ -79,20 +80,11 @@ def volume_config(drv, info, disk_info=None, instance=None):
     return drv._get_volume_config(info, disk_info)
 
 
-class TestCase(test.NoDBTestCase):
+class TestCase(compat_mixin.KeepTestMethodMixin, test.NoDBTestCase):
 
     def setUp(self):
         super().setUp()
         self.useFixture(nova_fixtures.LibvirtFixture())
-
-    def _clear_attrs(self):
-        # NOTE: Nova's base class deletes every public attribute at cleanup;
-        # pytest >= 9 stores the test method on the instance under its own
-        # name and deletes it after the run, so keep that one.
-        method = self.__dict__.get(self._testMethodName)
-        super()._clear_attrs()
-        if method is not None:
-            self.__dict__[self._testMethodName] = method
 
     def shared_cache_flags(self, **kwargs):
         self.flags(group='shared_cache', **kwargs)
