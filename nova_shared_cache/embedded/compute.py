@@ -79,7 +79,6 @@ class Compute:
         self.root = os.path.join(root or common.root_dir(), 'nova')
         self.extension = extension
         self.host = host
-        self._next_id = FIRST_ID
         self.instances = {}
         self.volumes = {}   # instance uuid -> {volume_id: (ci, mountpoint)}
         self._configure(cache_mode, disk_cachemodes)
@@ -87,9 +86,6 @@ class Compute:
         # Nova's libvirt event loop (device-removed events end a detach);
         # it must exist before the first connection is opened.
         self.driver._host.initialize()
-        # Reports the host's state to the service record in the database.
-        self.driver._set_host_enabled = lambda *args, **kwargs: None
-        self.driver._volume_api = VolumeAPI(self)
         self._next_id = self._first_free_id()
         from nova import context as nova_context
         self.context = nova_context.get_admin_context()
@@ -134,10 +130,16 @@ class Compute:
             for name, value in values.items():
                 conf.set_override(name, value, group=group)
 
-    def _make_driver(self):
+    def _make_driver(self, host=None):
         from nova.virt import driver as virt_driver
         from nova.virt import fake
-        return virt_driver.load_compute_driver(fake.FakeVirtAPI())
+        driver = virt_driver.load_compute_driver(fake.FakeVirtAPI())
+        if host is not None:
+            driver._host = host
+        # Reports the host's state to the service record in the database.
+        driver._set_host_enabled = lambda *args, **kwargs: None
+        driver._volume_api = VolumeAPI(self)
+        return driver
 
     def switch_driver(self, extension, cache_mode='none', disk_cachemodes=()):
         """Replace the driver (extension or stock Nova), keeping the host.
@@ -146,13 +148,9 @@ class Compute:
         new driver reuses the initialised Host of the first one. Instances
         and their volumes stay as they are.
         """
-        host = self.driver._host
         self.extension = extension
         self._configure(cache_mode, disk_cachemodes)
-        self.driver = self._make_driver()
-        self.driver._host = host
-        self.driver._set_host_enabled = lambda *args, **kwargs: None
-        self.driver._volume_api = VolumeAPI(self)
+        self.driver = self._make_driver(host=self.driver._host)
 
     def _first_free_id(self):
         """Never reuse the name of a domain libvirt still has."""

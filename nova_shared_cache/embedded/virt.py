@@ -113,8 +113,8 @@ class Libvirt:
     def remove_domains(self, names):
         for name in names:
             self.virsh('destroy', name, check=False)
-            self.virsh('undefine', name, '--nvram', check=False)
-            if name in self.domains(name):
+            if self.virsh('undefine', name, '--nvram',
+                          check=False).returncode:
                 self.virsh('undefine', name, check=False)
 
     def down(self, domain_prefix):
