@@ -1,5 +1,7 @@
 """The startup check of Nova internals the driver overrides."""
 
+import configparser
+import pathlib
 from unittest import mock
 
 from nova.virt.libvirt import driver as libvirt_driver
@@ -82,3 +84,33 @@ class ArgumentTest(base.TestCase):
                 exec('def f(%s): pass' % params, globals(), ns := {})
                 fake._get_volume_config = ns['f']
                 compat.check(fake, '33.0.0')
+
+
+class SupportedRangeStatedTest(base.TestCase):
+    """setup.cfg, tox.ini and the README state the range compat enforces."""
+
+    TOP = pathlib.Path(__file__).resolve().parents[2]
+
+    def test_setup_cfg_extra_matches(self):
+        cfg = configparser.ConfigParser()
+        cfg.read(self.TOP / 'setup.cfg')
+        spec = cfg['extras']['nova'].strip()
+        self.assertEqual('nova>=%d.0.0,<%d' % (compat.SUPPORTED_NOVA[0],
+                                               compat.SUPPORTED_NOVA[-1] + 1),
+                         spec)
+
+    def test_every_release_has_unit_and_functional_envs(self):
+        cfg = configparser.ConfigParser(interpolation=None)
+        cfg.read(self.TOP / 'tox.ini')
+        deps = '\n'.join(cfg[s].get('deps', '') for s in cfg.sections())
+        self.assertIn('functional-nova{%s}' % ','.join(
+            str(m) for m in compat.SUPPORTED_NOVA), cfg['tox']['envlist'])
+        for major in compat.SUPPORTED_NOVA:
+            with self.subTest(nova=major):
+                self.assertRegex(deps, r'\bnova==%d\.\d+\.\d+' % major)
+                self.assertIn('nova%d: openstack-placement==' % major, deps)
+
+    def test_readme_states_range(self):
+        readme = (self.TOP / 'README.md').read_text()
+        self.assertIn('Nova %d (2024.2) to %d (2026.2)' % (
+            compat.SUPPORTED_NOVA[0], compat.SUPPORTED_NOVA[-1]), readme)
