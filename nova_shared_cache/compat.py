@@ -27,6 +27,7 @@ REQUIRED_METHODS = {
     'attach_volume': [('self', 'context', 'connection_info', 'instance')],
     'swap_volume': [('self', 'context', 'old_connection_info',
                      'new_connection_info', 'instance')],
+    'spawn': [('self', 'context', 'instance')],
     '_get_guest_storage_config': [('self', 'context', 'instance')],
     '_live_migration_operation': [('self', 'context', 'instance')],
 }

@@ -14,16 +14,23 @@ GROUP_NAME = 'shared_cache'
 #: means ``rbd_cache=false``: every read and write goes to the cluster.
 CACHE_MODES = ('none', 'directsync')
 
-shared_cache_group = cfg.OptGroup(
-    GROUP_NAME,
-    title='nova-shared-cache options',
-    help="""
+GROUP_HELP = """
 Options of the nova-shared-cache compute driver extension
 (``[DEFAULT] compute_driver = shared_cache.LibvirtSharedCacheDriver``).
 The extension makes every disk that several instances share (a multiattach
 volume of an enabled backend) a ``<shareable/>`` disk with a cache mode that
 bypasses every client-side cache, on every path that writes disk XML.
-""")
+"""
+
+
+def shared_cache_group():
+    # A new OptGroup for each ConfigOpts: oslo.config keeps a group's
+    # per-option state (overrides, values) in the OptGroup object it is
+    # given, only shallow-copied, so one OptGroup registered in two
+    # ConfigOpts would share their overrides.
+    return cfg.OptGroup(GROUP_NAME, title='nova-shared-cache options',
+                        help=GROUP_HELP)
+
 
 shared_cache_opts = [
     cfg.StrOpt(
@@ -57,6 +64,65 @@ Each name is an entry point in the ``nova_shared_cache.backends`` namespace;
 A volume of any other type is left exactly as Nova makes it. An unknown or
 broken backend stops nova-compute at start.
 """),
+    cfg.StrOpt(
+        'rbd_feature_policy',
+        default='enforce',
+        choices=[
+            ('enforce', 'clear the single-client features before the '
+                        'attach (needs write access to the image)'),
+            ('refuse', 'fail the attach, naming the features'),
+            ('warn', 'log a warning and attach anyway'),
+        ],
+        help="""
+What to do when a multiattach RBD volume's image has single-client features.
+
+exclusive-lock, object-map, fast-diff and journaling assume one writer: with
+several, the clients pass the lock back and forth on every write. Cinder
+clears them when it creates a volume of a multiattach type, but not for a
+volume managed into Cinder, made by an older Cinder, or whose features were
+set again by hand. The image is checked on the compute, before the disk is
+attached.
+"""),
+    cfg.StrOpt(
+        'sharing_guard',
+        default='refuse',
+        choices=[
+            ('refuse', 'fail the attach, naming the other clients'),
+            ('warn', 'log a warning and attach anyway'),
+            ('off', 'do not look'),
+        ],
+        help="""
+What to do when an RBD volume that is not multiattach is already open by
+another client when it is attached to an instance.
+
+Two instances writing one image that Nova and Cinder believe unshared (for
+example the same image managed into Cinder twice) corrupt it with nobody
+told. Checked for new attachments only (attach, swap, boot); a reconnect of
+the same instance (reboot, migration, rescue) is not checked because the
+other client can be the instance's own previous QEMU process.
+"""),
+    cfg.StrOpt(
+        'ceph_conf',
+        default='/etc/ceph/ceph.conf',
+        help="""
+Ceph configuration file the compute uses for the Ceph-side checks.
+"""),
+    cfg.StrOpt(
+        'ceph_user',
+        help="""
+Ceph user (without ``client.``) for the Ceph-side checks. Unset: the user in
+the volume's connection_info, else ``[libvirt] rbd_user``, as Nova does.
+Its keyring is found through ``ceph_conf``.
+"""),
+    cfg.IntOpt(
+        'ceph_timeout',
+        default=10,
+        min=1,
+        help="""
+Seconds any Ceph call of the Ceph-side checks may take (connecting, monitor
+and OSD operations). An attach whose check cannot finish in time fails with
+an error; the domain is not touched.
+"""),
 ]
 
 
@@ -66,11 +132,16 @@ class Settings:
 
     cache_mode: str
     enabled_backends: tuple
+    rbd_feature_policy: str = 'enforce'
+    sharing_guard: str = 'refuse'
+    ceph_conf: str = '/etc/ceph/ceph.conf'
+    ceph_user: object = None
+    ceph_timeout: int = 10
 
 
 def register_opts(conf):
-    conf.register_group(shared_cache_group)
-    conf.register_opts(shared_cache_opts, group=shared_cache_group)
+    conf.register_group(shared_cache_group())
+    conf.register_opts(shared_cache_opts, group=GROUP_NAME)
 
 
 def load(conf):
@@ -99,9 +170,14 @@ def load(conf):
             option='enabled_backends',
             reason="a backend is named twice (got %r)" % list(backends))
     return Settings(cache_mode=values['cache_mode'],
-                    enabled_backends=backends)
+                    enabled_backends=backends,
+                    rbd_feature_policy=values['rbd_feature_policy'],
+                    sharing_guard=values['sharing_guard'],
+                    ceph_conf=values['ceph_conf'],
+                    ceph_user=values['ceph_user'],
+                    ceph_timeout=values['ceph_timeout'])
 
 
 def list_opts():
     """Options for oslo-config-generator. Loads no plugin, touches nothing."""
-    return [(shared_cache_group, copy.deepcopy(shared_cache_opts))]
+    return [(shared_cache_group(), copy.deepcopy(shared_cache_opts))]

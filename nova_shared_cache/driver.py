@@ -37,6 +37,10 @@ _CONNECTION_INFO = contextvars.ContextVar('nova_shared_cache_connection_info',
                                           default=None)
 _INSTANCE_UUID = contextvars.ContextVar('nova_shared_cache_instance_uuid',
                                         default=None)
+# True inside the operations that attach a volume to an instance anew
+# (attach, swap, spawn); False for reconnects of an existing attachment.
+_NEW_ATTACHMENT = contextvars.ContextVar('nova_shared_cache_new_attachment',
+                                         default=False)
 
 # Nova 30-33 call _get_volume_config(instance, connection_info, disk_info),
 # Nova 34 _get_volume_config(connection_info, disk_info).
@@ -137,7 +141,8 @@ class LibvirtSharedCacheDriver(libvirt_driver.LibvirtDriver):
             with _instance_scope(instance):
                 backend.on_connect(context, connection_info, instance,
                                    shared=policy.is_multiattach(
-                                       connection_info))
+                                       connection_info),
+                                   new_attachment=_NEW_ATTACHMENT.get())
         return super()._connect_volume(context, connection_info, instance,
                                        *args, **kwargs)
 
@@ -145,16 +150,20 @@ class LibvirtSharedCacheDriver(libvirt_driver.LibvirtDriver):
 
     def attach_volume(self, context, connection_info, instance,
                       *args, **kwargs):
-        with _instance_scope(instance):
+        with _instance_scope(instance), _scope(_NEW_ATTACHMENT, True):
             return super().attach_volume(context, connection_info, instance,
                                          *args, **kwargs)
 
     def swap_volume(self, context, old_connection_info, new_connection_info,
                     instance, *args, **kwargs):
-        with _instance_scope(instance):
+        with _instance_scope(instance), _scope(_NEW_ATTACHMENT, True):
             return super().swap_volume(context, old_connection_info,
                                        new_connection_info, instance,
                                        *args, **kwargs)
+
+    def spawn(self, context, instance, *args, **kwargs):
+        with _instance_scope(instance), _scope(_NEW_ATTACHMENT, True):
+            return super().spawn(context, instance, *args, **kwargs)
 
     def _get_guest_storage_config(self, context, instance, *args, **kwargs):
         with _instance_scope(instance):

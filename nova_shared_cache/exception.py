@@ -44,3 +44,12 @@ class UnsupportedNova(SharedCacheError):
 class SharedDiskError(SharedCacheError):
     msg_fmt = ("Volume %(volume_id)s (%(backend)s %(volume)s) cannot be "
                "attached as a shared disk: %(reason)s")
+
+
+class CephError(SharedCacheError):
+    msg_fmt = "nova-shared-cache could not %(what)s: %(reason)s"
+
+
+class AttachRefused(SharedCacheError):
+    msg_fmt = ("Attach of volume %(volume_id)s (image %(volume)s) to instance "
+               "%(instance)s refused by nova-shared-cache: %(reason)s")

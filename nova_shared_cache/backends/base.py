@@ -32,11 +32,15 @@ class SharedVolumeBackend(metaclass=abc.ABCMeta):
         return str(data.get('name') or data.get('volume_id') or '?')
 
     def on_connect(self, context, connection_info, instance,
-                   shared: bool) -> None:
+                   shared: bool, new_attachment: bool = False) -> None:
         """Connect-time hook, called before Nova connects the volume.
 
         ``shared`` says whether the policy treats the volume as a shared disk
-        (multiattach). A backend checks or prepares the storage side here and
-        raises to refuse the attach; the domain has not been touched yet.
-        The default does nothing.
+        (multiattach). ``new_attachment`` is True when the volume is being
+        attached to the instance (attach, swap, first boot) and False when
+        an existing attachment is connected again (reboot, power on, rescue,
+        resize, migration), where the image may legitimately still be open
+        by the instance's previous QEMU process. A backend checks or
+        prepares the storage side here and raises to refuse the attach; the
+        domain has not been touched yet. The default does nothing.
         """

@@ -75,6 +75,9 @@ class Cluster:
         self.port = int(port or os.environ.get('NSC_CEPH_PORT', 3300))
         self.conf = os.path.join(self.root, 'ceph.conf')
         self.admin_keyring = os.path.join(self.root, 'admin.keyring')
+        #: What a compute host has: the monitors and client.cinder's keyring
+        #: (no admin key). [shared_cache] ceph_conf points here.
+        self.client_conf = os.path.join(self.root, 'client', 'ceph.conf')
 
     # -- helpers ------------------------------------------------------------
 
@@ -181,6 +184,27 @@ class Cluster:
             shutil.rmtree(self.root, ignore_errors=True)
 
     # -- users and images ---------------------------------------------------
+
+    def write_client_conf(self, users=(CLIENT,)):
+        """The compute's ceph.conf and keyrings (0600) for ``users``."""
+        directory = os.path.dirname(self.client_conf)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        lines = ['[global]', 'mon host = v2:127.0.0.1:%d' % self.port, '']
+        for user in users:
+            keyring = os.path.join(directory, 'ceph.client.%s.keyring' % user)
+            # ceph writes the keyring itself: the key never passes through
+            # this process's output.
+            self.ceph('auth', 'get', 'client.%s' % user, '-o', keyring)
+            os.chmod(keyring, 0o600)
+            lines += ['[client.%s]' % user, 'keyring = %s' % keyring, '']
+        with open(self.client_conf, 'w') as f:
+            f.write('\n'.join(lines))
+        return self.client_conf
+
+    def add_user(self, user, osd_caps):
+        """Create (or update) client.<user> with ``profile rbd`` mon caps."""
+        self.ceph('auth', 'get-or-create', 'client.%s' % user,
+                  'mon', 'profile rbd', 'osd', osd_caps)
 
     def client_key(self, name=CLIENT):
         return self.ceph('auth', 'get-key', 'client.%s' % name).stdout.strip()

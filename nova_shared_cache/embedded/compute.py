@@ -15,6 +15,7 @@ import shutil
 import sys
 import uuid
 
+from nova_shared_cache.embedded import ceph as ceph_cluster
 from nova_shared_cache.embedded import common
 from nova_shared_cache.embedded import console as guest_console
 from nova_shared_cache.embedded import guest as guest_image
@@ -125,7 +126,10 @@ class Compute:
         }
         if self.extension:
             from nova_shared_cache import driver as sc_driver  # noqa: F401
-            overrides['shared_cache'] = dict(cache_mode=cache_mode)
+            overrides['shared_cache'] = dict(
+                cache_mode=cache_mode,
+                ceph_conf=ceph_cluster.Cluster(
+                    os.path.dirname(self.root)).client_conf)
         for group, values in overrides.items():
             for name, value in values.items():
                 conf.set_override(name, value, group=group)

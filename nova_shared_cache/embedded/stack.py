@@ -29,6 +29,7 @@ class Stack:
         guest.build()
         clientconf.remove_stale()
         self.ceph.up()
+        self.ceph.write_client_conf()
         self.libvirt.up()
         key_file = self.ceph.write_key_file()
         try:

@@ -32,6 +32,7 @@ from oslo_utils.fixture import uuidsentinel as uuids
 
 from nova_shared_cache import driver as sc_driver  # noqa: F401 (options)
 from tests import compat
+from tests.unit import fakeceph
 
 EXTENSION_DRIVER = 'shared_cache.LibvirtSharedCacheDriver'
 STOCK_DRIVER = 'libvirt.LibvirtDriver'
@@ -184,6 +185,17 @@ class SharedCacheFunctionalTest(compat.KeepTestMethodMixin,
             'nova.tests.fixtures.CinderFixture', SharedVolumesCinder))
         super().setUp()
         self.useFixture(FaithfulDisks())
+        # The Ceph-side guard runs on every RBD connect; the fake cluster
+        # holds each RBD volume's image as Cinder makes it.
+        ceph_conf = self.useFixture(fixtures.TempDir()).join('ceph.conf')
+        with open(ceph_conf, 'w') as f:
+            f.write('[global]\nmon host = 127.0.0.1\n')
+        self.flags(ceph_conf=ceph_conf, group='shared_cache')
+        self.ceph = self.useFixture(
+            fakeceph.FakeCephFixture(ceph_conf)).cluster
+        for volume_id, info in self.cinder.VOLUME_CONNECTION_INFO.items():
+            if info['driver_volume_type'] == 'rbd':
+                self.ceph.add_image(info['data']['name'])
         self.flags(disk_cachemodes=self.DISK_CACHEMODES, group='libvirt')
         self.flags(cache_mode=self.CACHE_MODE, group='shared_cache')
         self.sent_xml = []

@@ -5,7 +5,10 @@
 Cinder returns.
 """
 
+from nova.tests.functional.api import client
+
 from tests.functional import base
+from tests.unit import fakeceph
 
 
 class AttachSharedVolumeTest(base.SharedCacheFunctionalTest):
@@ -96,3 +99,45 @@ class StockNovaAttachTest(base.SharedCacheFunctionalTest):
         disks = self.disks_sent(self.cinder.SHARED_VOL)
         self.assertEqual(2, len(disks))
         self.assert_shared(disks, cache_mode='none')
+
+
+class CephGuardThroughTheApiTest(base.SharedCacheFunctionalTest):
+    """The Ceph-side guard as the API user sees it."""
+
+    def setUp(self):
+        super().setUp()
+        self.start_compute()
+        self.server = self._create_server(networks='none')
+        self.image = base.rbd_name(self.cinder.SHARED_VOL)
+
+    def test_single_client_features_cleared_before_the_attach(self):
+        self.ceph.add_image(self.image, features=fakeceph.DEFAULT_FEATURES)
+        self.attach(self.server, self.cinder.SHARED_VOL)
+        self.assertEqual(fakeceph.LAYERING | fakeceph.DEEP_FLATTEN,
+                         self.ceph.features(self.image))
+        self.assert_shared(self.disks_sent(self.cinder.SHARED_VOL), count=1)
+
+    def test_refused_attach_leaves_the_server_untouched(self):
+        self.flags(rbd_feature_policy='refuse', group='shared_cache')
+        self.restart_compute_service('compute1')
+        self.ceph.add_image(self.image, features=fakeceph.DEFAULT_FEATURES)
+        self.forget_sent()
+        # Nova's functional stack turns RPC casts into calls, so the
+        # compute's failure reaches the API caller as a 500 here; in a
+        # deployment the request is accepted and the attach then fails.
+        self.assertRaises(
+            client.OpenStackApiException, self.api.post_server_volume,
+            self.server['id'],
+            {'volumeAttachment': {'volumeId': self.cinder.SHARED_VOL}})
+        self.assertIn('refused by nova-shared-cache: the image has '
+                      'single-client features exclusive-lock',
+                      self.stdlog.logger.output)
+        # Nova rolled the attachment back; the domain was never touched.
+        self.assertEqual([], self.api.get_server_volumes(self.server['id']))
+        self.assertEqual([], self.cinder.attachment_ids_for_instance(
+            self.server['id']))
+        self.assertEqual([], self.disks_sent(self.cinder.SHARED_VOL))
+        self.assertEqual(fakeceph.DEFAULT_FEATURES,
+                         self.ceph.features(self.image))
+        self.assertEqual('ACTIVE',
+                         self.api.get_server(self.server['id'])['status'])

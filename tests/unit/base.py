@@ -2,6 +2,8 @@
 
 import copy
 
+import fixtures
+
 from nova import context as nova_context
 from nova import test
 from nova.tests import fixtures as nova_fixtures
@@ -12,6 +14,7 @@ from nova.virt.libvirt import driver as libvirt_driver
 from nova_shared_cache import compat
 from nova_shared_cache import driver as sc_driver
 from tests import compat as compat_mixin
+from tests.unit import fakeceph
 
 SECRET_UUID = 'c9b1bd6c-7c6f-4f0e-a8b1-8d0e0c0a0b0c'
 VOLUME_ID = '5d0b2b3e-1b8f-4c4e-9f55-5a1d2f8e6c01'
@@ -85,6 +88,15 @@ class TestCase(compat_mixin.KeepTestMethodMixin, test.NoDBTestCase):
     def setUp(self):
         super().setUp()
         self.useFixture(nova_fixtures.LibvirtFixture())
+        # The Ceph-side guard talks to a fake cluster holding the volume of
+        # RBD_CONNECTION_INFO as Cinder makes it for a multiattach type.
+        ceph_conf = self.useFixture(fixtures.TempDir()).join('ceph.conf')
+        with open(ceph_conf, 'w') as f:
+            f.write('[global]\nmon host = 127.0.0.1\n')
+        self.ceph = self.useFixture(
+            fakeceph.FakeCephFixture(ceph_conf)).cluster
+        self.ceph.add_image(RBD_CONNECTION_INFO['data']['name'])
+        self.flags(ceph_conf=ceph_conf, group='shared_cache')
 
     def shared_cache_flags(self, **kwargs):
         self.flags(group='shared_cache', **kwargs)

@@ -6,6 +6,7 @@ import tempfile
 
 from nova.virt import driver as virt_driver
 from nova.virt import fake
+from oslo_config import cfg
 from oslo_config import fixture as config_fixture
 from oslo_config import generator
 
@@ -47,6 +48,25 @@ class OptionValidationTest(base.TestCase):
                                 fake.FakeVirtAPI())
         self.assertIn('cache_mode', str(err))
 
+    def _assert_refused(self, option, value, says=None):
+        self._raw(**{option: value})
+        err = self.assertRaises(exception.ConfigError, self.make_driver)
+        self.assertIn('[shared_cache] %s' % option, str(err))
+        self.assertIn(says or value, str(err))
+
+    def test_invalid_rbd_feature_policy(self):
+        self._assert_refused('rbd_feature_policy', 'fix')
+
+    def test_invalid_sharing_guard(self):
+        self._assert_refused('sharing_guard', 'deny')
+
+    def test_ceph_timeout_below_one(self):
+        self._assert_refused('ceph_timeout', '0',
+                             says='greater than or equal to 1')
+
+    def test_ceph_timeout_not_a_number(self):
+        self._assert_refused('ceph_timeout', 'soon')
+
     def test_empty_backend_list(self):
         self._raw(enabled_backends='')
         err = self.assertRaises(exception.ConfigError, self.make_driver)
@@ -71,11 +91,17 @@ class OptionValidationTest(base.TestCase):
     def test_valid_values(self):
         self._raw(cache_mode='directsync', enabled_backends=' rbd ')
         settings = sc_conf.load(sc_driver.CONF)
-        self.assertEqual(sc_conf.Settings('directsync', ('rbd',)), settings)
+        self.assertEqual('directsync', settings.cache_mode)
+        self.assertEqual(('rbd',), settings.enabled_backends)
 
     def test_defaults(self):
-        self.assertEqual(sc_conf.Settings('none', ('rbd',)),
-                         sc_conf.load(sc_driver.CONF))
+        sc_driver.CONF.clear_override('ceph_conf', group='shared_cache')
+        self.assertEqual(
+            sc_conf.Settings('none', ('rbd',), rbd_feature_policy='enforce',
+                             sharing_guard='refuse',
+                             ceph_conf='/etc/ceph/ceph.conf', ceph_user=None,
+                             ceph_timeout=10),
+            sc_conf.load(sc_driver.CONF))
 
 
 class ListOptsTest(base.TestCase):
@@ -83,7 +109,9 @@ class ListOptsTest(base.TestCase):
     def test_list_opts_returns_copies(self):
         [(group, opts)] = sc_conf.list_opts()
         self.assertEqual('shared_cache', group.name)
-        self.assertEqual(['cache_mode', 'enabled_backends'],
+        self.assertEqual(['cache_mode', 'enabled_backends',
+                          'rbd_feature_policy', 'sharing_guard', 'ceph_conf',
+                          'ceph_user', 'ceph_timeout'],
                          [o.name for o in opts])
         for copy, orig in zip(opts, sc_conf.shared_cache_opts):
             self.assertIsNot(copy, orig)
@@ -101,3 +129,18 @@ class ListOptsTest(base.TestCase):
                 filecmp.cmp(sample, fresh, shallow=False),
                 'etc/nova-shared-cache.conf.sample is stale: run '
                 '"tox -e genconfig" and commit the result')
+
+
+class RegistrationTest(base.TestCase):
+
+    def test_two_config_objects_do_not_share_overrides(self):
+        # The operator tools and tests build their own ConfigOpts next to
+        # Nova's CONF; an override in one must not show in another.
+        first, second = cfg.ConfigOpts(), cfg.ConfigOpts()
+        for conf in (first, second):
+            sc_conf.register_opts(conf)
+            conf([], default_config_files=[])
+        first.set_override('ceph_user', 'guardro', 'shared_cache')
+        self.assertEqual('guardro', first.shared_cache.ceph_user)
+        self.assertIsNone(second.shared_cache.ceph_user)
+        self.assertIsNone(sc_driver.CONF.shared_cache.ceph_user)

@@ -9,6 +9,9 @@ RAISED_WITH = {
     exception.UnsupportedNova: {'nova_version': '29.0.0', 'reason': 'old'},
     exception.SharedDiskError: {'volume_id': 'v1', 'backend': 'rbd',
                                 'volume': 'pool/img', 'reason': 'qcow2'},
+    exception.CephError: {'what': 'connect', 'reason': 'timed out'},
+    exception.AttachRefused: {'volume_id': 'v1', 'volume': 'pool/img',
+                              'instance': 'i1', 'reason': 'features'},
 }
 
 

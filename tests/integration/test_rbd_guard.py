@@ -1,0 +1,313 @@
+"""The RBD backend's Ceph-side guard against the real embedded cluster.
+
+The backend runs exactly as in nova-compute (real ``rados``/``rbd``
+bindings, the compute's ceph.conf with client.cinder's keyring only); each
+test gets its own connection registry so connection reuse and failures do
+not leak between tests.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import fixtures
+from oslo_config import cfg
+import pytest
+
+from nova_shared_cache.backends import rbd as rbd_backend
+from nova_shared_cache import cephclient
+from nova_shared_cache import conf as sc_conf
+from nova_shared_cache.embedded import ceph as embedded_ceph
+from nova_shared_cache import exception
+
+POOL = embedded_ceph.POOL
+SINGLE_CLIENT = {'exclusive-lock', 'object-map', 'fast-diff', 'journaling'}
+
+
+class Instance:
+    uuid = '7d5b0b8e-3f0e-4a53-9d1b-1b1d7c2f0a11'
+
+
+@pytest.fixture
+def cluster(stack):
+    return stack.ceph
+
+
+@pytest.fixture
+def logs():
+    with fixtures.FakeLogger(level=10) as logger:
+        yield logger
+
+
+def make_backend(cluster, **options):
+    conf = cfg.ConfigOpts()
+    sc_conf.register_opts(conf)
+    conf([], project='nova-shared-cache-tests', default_config_files=[])
+    conf.set_override('ceph_conf', cluster.client_conf, 'shared_cache')
+    for name, value in options.items():
+        conf.set_override(name, value, 'shared_cache')
+    registry = cephclient.Registry()
+    backend = rbd_backend.RbdBackend(conf, registry=registry)
+    backend.registry = registry
+    return backend
+
+
+def new_image(cluster, features=None, multiattach=True):
+    """An image with Ceph's default features, or Cinder's multiattach set."""
+    volume_id = str(uuid.uuid4())
+    if features is None and multiattach:
+        spec = cluster.create_multiattach_volume(volume_id)
+    else:
+        spec = '%s/volume-%s' % (POOL, volume_id)
+        args = ['create', '--size', '64', spec]
+        if features:
+            args += ['--image-feature', ','.join(features)]
+        cluster.rbd(*args)
+    info = cluster.connection_info(volume_id, 'unused-secret-uuid',
+                                   multiattach=multiattach)
+    return spec, info
+
+
+def features(cluster, spec):
+    return set(cluster.image_info(spec)['features'])
+
+
+def connect(backend, info, shared=True, new_attachment=True):
+    backend.on_connect(None, info, Instance(), shared=shared,
+                       new_attachment=new_attachment)
+
+
+# -- single-client features of a shared volume -----------------------------
+
+def test_cinder_made_multiattach_image_passes_untouched(cluster, logs):
+    spec, info = new_image(cluster)
+    before = features(cluster, spec)
+    assert not before & SINGLE_CLIENT
+    connect(make_backend(cluster), info)
+    assert features(cluster, spec) == before
+    assert 'Cleared' not in logs.output
+
+
+@pytest.mark.parametrize('policy', ['enforce', 'refuse', 'warn'])
+def test_exclusive_lock_image_under_each_policy(cluster, logs, policy):
+    spec, info = new_image(cluster, features=[
+        'layering', 'exclusive-lock', 'object-map', 'fast-diff'])
+    backend = make_backend(cluster, rbd_feature_policy=policy)
+    if policy == 'refuse':
+        with pytest.raises(exception.AttachRefused) as err:
+            connect(backend, info)
+        message = str(err.value)
+        assert spec in message and info['serial'] in message
+        assert 'exclusive-lock, object-map, fast-diff' in message
+        assert features(cluster, spec) >= {'exclusive-lock', 'object-map'}
+        return
+    connect(backend, info)
+    left = features(cluster, spec) & SINGLE_CLIENT
+    if policy == 'enforce':
+        assert left == set()
+        assert ('Cleared single-client RBD features exclusive-lock, '
+                'object-map, fast-diff of image %s' % spec) in logs.output
+    else:
+        assert left == {'exclusive-lock', 'object-map', 'fast-diff'}
+        assert 'has single-client RBD features' in logs.output
+
+
+RACER = r'''
+import json, sys
+from oslo_config import cfg
+from nova_shared_cache.backends import rbd
+from nova_shared_cache import cephclient
+from nova_shared_cache import conf as sc_conf
+conf = cfg.ConfigOpts()
+sc_conf.register_opts(conf)
+conf([], default_config_files=[])
+conf.set_override('ceph_conf', sys.argv[1], 'shared_cache')
+info = json.loads(sys.argv[2])
+backend = rbd.RbdBackend(conf, registry=cephclient.Registry())
+backend.client(info).call('connect', lambda cluster: None)
+print('ready', flush=True)
+sys.stdin.readline()
+backend.on_connect(None, info, None, shared=True, new_attachment=True)
+print('attached', flush=True)
+'''
+
+
+def test_two_computes_race_to_clear_features(cluster):
+    spec, info = new_image(cluster, features=[
+        'layering', 'exclusive-lock', 'object-map', 'fast-diff',
+        'journaling'])
+    # Two computes are two processes, each with its own connection.
+    computes = [subprocess.Popen(
+        [sys.executable, '-c', RACER, cluster.client_conf, json.dumps(info)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for proc in computes:
+        assert proc.stdout.readline().strip() == 'ready'
+    for proc in computes:       # go, as close together as possible
+        proc.stdin.write('\n')
+        proc.stdin.flush()
+    results = [proc.communicate(timeout=60) for proc in computes]
+    for proc, (out, err) in zip(computes, results):
+        assert proc.returncode == 0, err
+        assert out.strip() == 'attached'
+    assert features(cluster, spec) & SINGLE_CLIENT == set()
+
+
+def test_read_only_user_under_enforce_names_the_cap(cluster):
+    cluster.add_user('guardro', 'profile rbd-read-only pool=%s' % POOL)
+    cluster.write_client_conf(users=(embedded_ceph.CLIENT, 'guardro'))
+    spec, info = new_image(cluster, features=['layering', 'exclusive-lock'])
+    backend = make_backend(cluster, ceph_user='guardro')
+    with pytest.raises(exception.AttachRefused) as err:
+        connect(backend, info)
+    assert 'client.guardro may not change' in str(err.value)
+    assert "'osd profile rbd pool=%s'" % POOL in str(err.value)
+    assert 'exclusive-lock' in features(cluster, spec)
+
+
+# -- another client on a volume that is not multiattach --------------------
+
+HOLDER = r'''
+import sys, rados, rbd
+cluster = rados.Rados(conffile=sys.argv[1], rados_id=sys.argv[2])
+cluster.connect()
+ioctx = cluster.open_ioctx(sys.argv[3])
+image = rbd.Image(ioctx, sys.argv[4])
+print(cluster.get_instance_id(), flush=True)
+sys.stdin.read()
+image.close(); ioctx.close(); cluster.shutdown()
+'''
+
+
+@pytest.fixture
+def holder(cluster):
+    """Open an image in another process (another librbd client)."""
+    procs = []
+
+    def hold(spec):
+        pool, image = spec.split('/')
+        proc = subprocess.Popen(
+            ['/usr/bin/python3', '-c', HOLDER, cluster.client_conf,
+             embedded_ceph.CLIENT, pool, image],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        procs.append(proc)
+        return proc.stdout.readline().strip()
+
+    yield hold
+    for proc in procs:
+        proc.stdin.close()
+        proc.wait(30)
+
+
+@pytest.mark.parametrize('guard', ['refuse', 'warn', 'off'])
+def test_image_open_elsewhere_under_each_guard(cluster, holder, logs, guard):
+    spec, info = new_image(cluster, multiattach=False)
+    other = holder(spec)
+    backend = make_backend(cluster, sharing_guard=guard)
+    if guard == 'refuse':
+        with pytest.raises(exception.AttachRefused) as err:
+            connect(backend, info, shared=False)
+        assert 'client.%s at ' % other in str(err.value)
+        assert spec in str(err.value)
+        return
+    connect(backend, info, shared=False)
+    if guard == 'warn':
+        assert 'already open by client.%s' % other in logs.output
+    else:
+        assert 'already open' not in logs.output
+
+
+def test_unshared_image_nobody_has_open_passes(cluster):
+    spec, info = new_image(cluster, multiattach=False)
+    connect(make_backend(cluster), info, shared=False)
+
+
+def test_reconnect_of_an_attachment_ignores_other_clients(cluster, holder):
+    spec, info = new_image(cluster, multiattach=False)
+    holder(spec)
+    connect(make_backend(cluster), info, shared=False, new_attachment=False)
+
+
+# -- Ceph unreachable ---------------------------------------------------------
+
+def _signal_daemons(cluster, sig):
+    for name, pid in cluster.daemons().items():
+        if name.startswith(('mon', 'osd')):
+            os.kill(pid, sig)
+
+
+def test_cluster_unreachable_fails_within_ceph_timeout(cluster):
+    spec, info = new_image(cluster)
+    backend = make_backend(cluster, ceph_timeout=3)
+    connect(backend, info)      # a connection exists and is reused
+    # SIGSTOP: the daemons keep their sockets but never answer, like a
+    # cluster behind a dead network.
+    _signal_daemons(cluster, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(exception.CephError) as err:
+            connect(backend, info)
+        elapsed = time.monotonic() - started
+        fresh = make_backend(cluster, ceph_timeout=3)
+        started = time.monotonic()
+        with pytest.raises(exception.CephError) as err_fresh:
+            connect(fresh, info)
+        elapsed_fresh = time.monotonic() - started
+    finally:
+        _signal_daemons(cluster, signal.SIGCONT)
+    assert elapsed < 3 + 5, elapsed
+    assert elapsed_fresh < 3 + 5, elapsed_fresh
+    assert 'ceph_timeout' in str(err.value)
+    assert 'ceph_timeout' in str(err_fresh.value)
+    # Back up: the next attach connects again and passes.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            connect(backend, info)
+            break
+        except exception.CephError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
+# -- secrets ---------------------------------------------------------------
+
+def test_no_key_in_logs_errors_or_files(cluster, logs, holder):
+    keys = [cluster.client_key(embedded_ceph.CLIENT)]
+    spec, info = new_image(cluster, features=['layering', 'exclusive-lock'])
+    connect(make_backend(cluster), info)
+    spec2, info2 = new_image(cluster, multiattach=False)
+    holder(spec2)
+    with pytest.raises(exception.AttachRefused) as err:
+        connect(make_backend(cluster), info2, shared=False)
+    for key in keys:
+        assert key not in logs.output
+        assert key not in str(err.value)
+    # No temporary file with a key was left behind by the guard.
+    leftovers = [name for name in os.listdir('/tmp')
+                 if name.startswith(('nsc-key-', 'tmp'))
+                 and _file_contains(os.path.join('/tmp', name), keys)]
+    assert leftovers == []
+
+
+def _file_contains(path, needles):
+    try:
+        with open(path, errors='replace') as f:
+            text = f.read(1 << 16)
+    except OSError:
+        return False
+    return any(n in text for n in needles)
+
+
+def test_guard_uses_the_system_ceph_bindings():
+    # The bindings the guard uses are the system's, linked into the venv.
+    out = subprocess.run([sys.executable, '-c',
+                          'import os, rbd, json; '
+                          'print(json.dumps(os.path.realpath(rbd.__file__)))'],
+                         capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout).startswith('/usr/lib/python3/')

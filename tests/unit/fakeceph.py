@@ -1,0 +1,187 @@
+"""Stand-ins for the ``rados`` and ``rbd`` bindings, for unit tests only.
+
+They keep the shape of the real bindings the guard uses (class names,
+exceptions, feature bits, ``watchers_list`` dicts) over a tiny in-memory
+cluster. The real bindings are exercised by tests/integration against a
+real cluster.
+"""
+
+import itertools
+import json
+import types
+
+import fixtures
+
+from nova_shared_cache import cephclient
+
+LAYERING = 1
+EXCLUSIVE_LOCK = 4
+OBJECT_MAP = 8
+FAST_DIFF = 16
+DEEP_FLATTEN = 32
+JOURNALING = 64
+#: What Cinder leaves on a volume of a multiattach type.
+CINDER_MULTIATTACH = LAYERING | DEEP_FLATTEN
+#: Ceph's default for a new image.
+DEFAULT_FEATURES = (LAYERING | EXCLUSIVE_LOCK | OBJECT_MAP | FAST_DIFF
+                    | DEEP_FLATTEN)
+
+
+def _errors(prefix):
+    base = type('Error', (Exception,), {'__module__': prefix})
+    names = ('TimedOut', 'ObjectNotFound', 'PermissionError', 'Timeout',
+             'ImageNotFound', 'InvalidArgument', 'ReadOnlyImage')
+    return base, {n: type(n, (base,), {'__module__': prefix}) for n in names}
+
+
+class FakeCluster:
+    """Images, clients and failures of one fake cluster."""
+
+    def __init__(self):
+        self.images = {}
+        self.down = False
+        self.blocklist = {}
+        self.read_only_users = set()
+        self.calls = []
+        self.connects = 0
+        self._ids = itertools.count(4100)
+        self.rados = self._rados_module()
+        self.rbd = self._rbd_module()
+
+    def add_image(self, spec, features=CINDER_MULTIATTACH, watchers=()):
+        self.images[spec] = {'features': features,
+                             'watchers': [dict(w) for w in watchers]}
+
+    def features(self, spec):
+        return self.images[spec]['features']
+
+    # -- rados ----------------------------------------------------------
+
+    def _rados_module(self):
+        cluster = self
+        Error, errors = _errors('rados')
+
+        class Ioctx:
+            def __init__(self, pool):
+                self.pool = pool
+                self.closed = False
+
+            def close(self):
+                self.closed = True
+
+        class Rados:
+            def __init__(self, conffile=None, rados_id=None, conf=None):
+                self.conffile = conffile
+                self.user = rados_id
+                self.conf = dict(conf or {})
+                self.instance_id = None
+
+            def connect(self, timeout=0):
+                cluster.calls.append(('connect', self.user, self.conf))
+                if cluster.down:
+                    raise errors['TimedOut']('error connecting to the '
+                                             'cluster')
+                cluster.connects += 1
+                self.instance_id = next(cluster._ids)
+
+            def shutdown(self):
+                cluster.calls.append(('shutdown', self.user))
+
+            def open_ioctx(self, pool):
+                if cluster.down:
+                    raise errors['TimedOut']('timed out')
+                return Ioctx(pool)
+
+            def get_instance_id(self):
+                return self.instance_id
+
+            def mon_command(self, command, inbuf):
+                cmd = json.loads(command)
+                cluster.calls.append(('mon_command', cmd))
+                if cluster.down:
+                    raise errors['TimedOut']('timed out')
+                if cmd['prefix'] == 'osd blocklist ls':
+                    return 0, json.dumps(
+                        [{'addr': a, 'until': u}
+                         for a, u in cluster.blocklist.items()]).encode(), ''
+                if cmd.get('blocklistop') == 'add':
+                    cluster.blocklist[cmd['addr']] = (
+                        '2026-11-25T12:00:00.000000+0000')
+                    return 0, b'', 'blocklisting %s' % cmd['addr']
+                if cmd.get('blocklistop') == 'rm':
+                    cluster.blocklist.pop(cmd['addr'], None)
+                    return 0, b'', 'un-blocklisting %s' % cmd['addr']
+                return -22, b'', 'unknown command'
+
+        return types.SimpleNamespace(Rados=Rados, Error=Error, Ioctx=Ioctx,
+                                     **errors)
+
+    # -- rbd ------------------------------------------------------------
+
+    def _rbd_module(self):
+        cluster = self
+        Error, errors = _errors('rbd')
+
+        class Image:
+            def __init__(self, ioctx, name, read_only=False):
+                self.spec = '%s/%s' % (ioctx.pool, name)
+                self.read_only = read_only
+                if cluster.down:
+                    raise errors['Timeout']('timed out')
+                if self.spec not in cluster.images:
+                    raise errors['ImageNotFound']('no image %s' % self.spec)
+                cluster.calls.append(('open', self.spec, read_only))
+
+            def features(self):
+                return cluster.images[self.spec]['features']
+
+            def size(self):
+                return 64 << 20
+
+            def update_features(self, mask, enabled):
+                cluster.calls.append(('update_features', self.spec, mask,
+                                      enabled))
+                if self.read_only:
+                    raise errors['ReadOnlyImage']('read-only')
+                if cluster.read_only_users:
+                    raise errors['PermissionError']('Operation not '
+                                                    'permitted')
+                image = cluster.images[self.spec]
+                if not enabled and not image['features'] & mask:
+                    raise errors['InvalidArgument']('already disabled')
+                if enabled:
+                    image['features'] |= mask
+                else:
+                    image['features'] &= ~mask
+
+            def watchers_list(self):
+                return iter(cluster.images[self.spec]['watchers'])
+
+            def close(self):
+                pass
+
+        return types.SimpleNamespace(
+            Image=Image, Error=Error,
+            RBD_FEATURE_LAYERING=LAYERING,
+            RBD_FEATURE_EXCLUSIVE_LOCK=EXCLUSIVE_LOCK,
+            RBD_FEATURE_OBJECT_MAP=OBJECT_MAP,
+            RBD_FEATURE_FAST_DIFF=FAST_DIFF,
+            RBD_FEATURE_DEEP_FLATTEN=DEEP_FLATTEN,
+            RBD_FEATURE_JOURNALING=JOURNALING,
+            **errors)
+
+
+class FakeCephFixture(fixtures.Fixture):
+    """Put a FakeCluster behind nova_shared_cache.cephclient."""
+
+    def __init__(self, ceph_conf):
+        super().__init__()
+        self.ceph_conf = ceph_conf
+
+    def _setUp(self):
+        self.cluster = FakeCluster()
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_shared_cache.cephclient.rados', self.cluster.rados))
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_shared_cache.cephclient.rbd', self.cluster.rbd))
+        self.addCleanup(cephclient.REGISTRY.close_all)

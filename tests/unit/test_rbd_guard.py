@@ -1,0 +1,252 @@
+"""The RBD backend's Ceph-side guard, on a fake cluster.
+
+The same behaviours are tested against a real cluster in
+tests/integration/test_rbd_guard.py.
+"""
+
+from unittest import mock
+
+from nova_shared_cache.backends import rbd
+from nova_shared_cache import cephclient
+from nova_shared_cache import driver as sc_driver
+from nova_shared_cache import exception
+from tests.unit import base
+from tests.unit import fakeceph
+
+SPEC = base.RBD_CONNECTION_INFO['data']['name']
+OTHER = {'addr': '10.0.0.7:0/2041893277', 'id': 9001, 'cookie': 1}
+
+
+class GuardTest(base.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.instance = base.make_instance()
+
+    def backend(self):
+        return rbd.RbdBackend(sc_driver.CONF)
+
+    def connect(self, shared=True, new_attachment=True, info=None):
+        info = info or base.connection_info(multiattach=shared)
+        self.backend().on_connect(None, info, self.instance, shared=shared,
+                                  new_attachment=new_attachment)
+
+    def updates(self):
+        return [c for c in self.ceph.calls if c[0] == 'update_features']
+
+    # -- single-client features of a shared volume ----------------------
+
+    def test_cinder_multiattach_image_passes_untouched(self):
+        self.connect()
+        self.assertEqual([], self.updates())
+        self.assertIn(('open', SPEC, True), self.ceph.calls)
+        self.assertEqual(fakeceph.CINDER_MULTIATTACH, self.ceph.features(SPEC))
+
+    def test_enforce_clears_single_client_features(self):
+        self.ceph.add_image(SPEC, features=fakeceph.DEFAULT_FEATURES)
+        self.connect()
+        self.assertEqual(fakeceph.LAYERING | fakeceph.DEEP_FLATTEN,
+                         self.ceph.features(SPEC))
+        log = self.stdlog.logger.output
+        self.assertIn('Cleared single-client RBD features exclusive-lock, '
+                      'object-map, fast-diff of image %s' % SPEC, log)
+        self.assertIn(base.VOLUME_ID, log)
+
+    def test_enforce_is_idempotent_when_another_compute_wins_the_race(self):
+        self.ceph.add_image(SPEC, features=fakeceph.DEFAULT_FEATURES)
+        real_image = self.ceph.rbd.Image
+
+        def racing_image(ioctx, name, read_only=False):
+            image = real_image(ioctx, name, read_only=read_only)
+            if not read_only:
+                # The other compute clears them between our read and write.
+                self.ceph.images[SPEC]['features'] = (
+                    fakeceph.CINDER_MULTIATTACH | fakeceph.EXCLUSIVE_LOCK)
+                image.features = lambda: self.ceph.images[SPEC]['features']
+                cleared = fakeceph.CINDER_MULTIATTACH
+
+                def update(mask, enabled):
+                    self.ceph.images[SPEC]['features'] = cleared
+                    raise self.ceph.rbd.InvalidArgument('already disabled')
+                image.update_features = update
+            return image
+
+        with mock.patch.object(self.ceph.rbd, 'Image', racing_image):
+            self.connect()
+        self.assertEqual(fakeceph.CINDER_MULTIATTACH, self.ceph.features(SPEC))
+
+    def test_refuse_names_volume_image_and_features(self):
+        self.ceph.add_image(SPEC, features=fakeceph.DEFAULT_FEATURES
+                            | fakeceph.JOURNALING)
+        self.flags(rbd_feature_policy='refuse', group='shared_cache')
+        err = self.assertRaises(exception.AttachRefused, self.connect)
+        for text in (base.VOLUME_ID, SPEC, 'exclusive-lock, object-map, '
+                     'fast-diff, journaling', 'rbd_feature_policy = refuse',
+                     self.instance.uuid):
+            self.assertIn(text, str(err))
+        self.assertEqual([], self.updates())
+
+    def test_warn_logs_and_changes_nothing(self):
+        self.ceph.add_image(SPEC, features=fakeceph.DEFAULT_FEATURES)
+        self.flags(rbd_feature_policy='warn', group='shared_cache')
+        self.connect()
+        self.assertEqual([], self.updates())
+        self.assertIn('has single-client RBD features exclusive-lock',
+                      self.stdlog.logger.output)
+
+    def test_user_without_write_caps_is_named(self):
+        self.ceph.add_image(SPEC, features=fakeceph.DEFAULT_FEATURES)
+        self.ceph.read_only_users.add('cinder')
+        err = self.assertRaises(exception.AttachRefused, self.connect)
+        self.assertIn('client.cinder may not change', str(err))
+        self.assertIn("'osd profile rbd pool=volumes'", str(err))
+        self.assertEqual(fakeceph.DEFAULT_FEATURES, self.ceph.features(SPEC))
+
+    # -- another client on a volume that is not multiattach ---------------
+
+    def test_foreign_watcher_refused_by_default(self):
+        self.ceph.add_image(SPEC, watchers=[OTHER])
+        err = self.assertRaises(exception.AttachRefused, self.connect,
+                                shared=False)
+        self.assertIn('client.9001 at 10.0.0.7:0/2041893277', str(err))
+        self.assertIn('not multiattach', str(err))
+
+    def test_foreign_watcher_warned(self):
+        self.ceph.add_image(SPEC, watchers=[OTHER])
+        self.flags(sharing_guard='warn', group='shared_cache')
+        self.connect(shared=False)
+        self.assertIn('already open by client.9001',
+                      self.stdlog.logger.output)
+
+    def test_guard_off_does_not_touch_ceph(self):
+        self.ceph.add_image(SPEC, watchers=[OTHER])
+        self.flags(sharing_guard='off', group='shared_cache')
+        self.connect(shared=False)
+        self.assertEqual([], self.ceph.calls)
+
+    def test_reconnect_of_an_attachment_is_not_checked(self):
+        # Hard reboot, migration...: the other client may be this
+        # instance's previous QEMU.
+        self.ceph.add_image(SPEC, watchers=[OTHER])
+        self.connect(shared=False, new_attachment=False)
+        self.assertEqual([], self.ceph.calls)
+
+    def test_own_watch_is_not_another_client(self):
+        self.connect(shared=False)     # connects; learn our instance id
+        own = cephclient.REGISTRY.get(
+            self.backend().settings.ceph_conf, 'cinder', 10)
+        own_id = own._cluster.get_instance_id()
+        self.ceph.add_image(SPEC, watchers=[{'addr': '127.0.0.1:0/1',
+                                             'id': own_id, 'cookie': 2}])
+        self.connect(shared=False)
+
+    # -- the connection ---------------------------------------------------
+
+    def test_one_connection_reused_with_bounded_client_options(self):
+        for _ in range(3):
+            self.connect()
+        self.assertEqual(1, self.ceph.connects)
+        [(_, user, options)] = [c for c in self.ceph.calls
+                                if c[0] == 'connect']
+        self.assertEqual('cinder', user)
+        self.assertEqual({'client_mount_timeout': '10',
+                          'rados_mon_op_timeout': '10',
+                          'rados_osd_op_timeout': '10'}, options)
+
+    def test_cluster_down_is_a_clear_error_then_reconnects(self):
+        self.flags(ceph_timeout=3, group='shared_cache')
+        self.ceph.down = True
+        err = self.assertRaises(exception.CephError, self.connect)
+        self.assertIn('no answer within 3s ([shared_cache] ceph_timeout)',
+                      str(err))
+        self.assertIn('client.cinder', str(err))
+        self.ceph.down = False
+        self.connect()
+        self.assertEqual(1, self.ceph.connects)
+
+    def test_error_on_a_live_connection_drops_it(self):
+        self.connect()
+        self.ceph.down = True
+        err = self.assertRaises(exception.CephError, self.connect)
+        self.assertIn('inspect RBD image %s' % SPEC, str(err))
+        self.ceph.down = False
+        self.connect()
+        self.assertEqual(2, self.ceph.connects)
+
+    def test_missing_ceph_conf_named(self):
+        self.flags(ceph_conf='/nonexistent/ceph.conf', group='shared_cache')
+        err = self.assertRaises(exception.CephError, self.connect)
+        self.assertIn('/nonexistent/ceph.conf does not exist', str(err))
+        self.assertIn('ceph_conf', str(err))
+
+    def test_missing_bindings_named(self):
+        with mock.patch.object(cephclient, 'rbd', None):
+            err = self.assertRaises(exception.CephError, self.connect)
+        self.assertIn('python3-rbd', str(err))
+
+    def test_bad_image_name_named(self):
+        info = base.connection_info(data={'name': 'no-pool'})
+        err = self.assertRaises(exception.CephError, self.connect, info=info)
+        self.assertIn("'no-pool'", str(err))
+
+    def test_ceph_user_chosen_like_nova(self):
+        backend = self.backend()
+        info = base.connection_info()
+        self.assertEqual('cinder', backend.ceph_user(info))
+        del info['data']['auth_username']
+        self.flags(rbd_user='nova', group='libvirt')
+        self.assertEqual('nova', backend.ceph_user(info))
+        self.flags(ceph_user='guard', group='shared_cache')
+        self.assertEqual('guard', self.backend().ceph_user(info))
+
+    def test_no_secret_in_logs_or_errors(self):
+        self.ceph.add_image(SPEC, features=fakeceph.DEFAULT_FEATURES)
+        self.connect()
+        self.flags(rbd_feature_policy='refuse', group='shared_cache')
+        self.ceph.add_image(SPEC, features=fakeceph.DEFAULT_FEATURES)
+        err = self.assertRaises(exception.AttachRefused, self.connect)
+        self.assertNotIn(base.KEYRING_SECRET, str(err))
+        self.assertNotIn(base.KEYRING_SECRET, self.stdlog.logger.output)
+
+
+class DriverPassesAttachKindTest(base.TestCase):
+    """attach/swap/spawn are new attachments; other connects are not."""
+
+    def test_attach_volume_is_new_and_storage_config_is_not(self):
+        drv = self.make_driver()
+        seen = []
+        backend = drv._shared_backends[0]
+        with mock.patch.object(
+                backend, 'on_connect',
+                side_effect=lambda *a, **kw: seen.append(
+                    kw['new_attachment'])), \
+                mock.patch.object(drv, '_get_volume_driver'):
+            with sc_driver._scope(sc_driver._NEW_ATTACHMENT, True):
+                drv._connect_volume(None, base.connection_info(),
+                                    base.make_instance())
+            drv._connect_volume(None, base.connection_info(),
+                                base.make_instance())
+        self.assertEqual([True, False], seen)
+
+    def test_entry_points_mark_new_attachments(self):
+        drv = self.make_driver()
+        instance = base.make_instance()
+        calls = {
+            'attach_volume': lambda: drv.attach_volume(
+                None, {}, instance, '/dev/vdb'),
+            'swap_volume': lambda: drv.swap_volume(
+                None, {}, {}, instance, '/dev/vdb', 0),
+            'spawn': lambda: drv.spawn(None, instance, None, None, None,
+                                       None),
+        }
+        seen = {}
+        for name, call in calls.items():
+            def record(*args, _name=name, **kwargs):
+                seen[_name] = sc_driver._NEW_ATTACHMENT.get()
+
+            with mock.patch.object(sc_driver.libvirt_driver.LibvirtDriver,
+                                   name, record):
+                call()
+        self.assertEqual({'attach_volume': True, 'swap_volume': True,
+                          'spawn': True}, seen)
+        self.assertFalse(sc_driver._NEW_ATTACHMENT.get())
