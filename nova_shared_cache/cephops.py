@@ -4,6 +4,7 @@ Functions here take a connected ``rados.Rados`` (see cephclient) and use
 only the bindings; the operator tools and the guard share them.
 """
 
+import errno
 import json
 
 from nova_shared_cache.backends import rbd as rbd_backend
@@ -54,8 +55,16 @@ def image_status(cluster, spec):
     return status
 
 
-def _mon(cluster, command, what):
+def _mon(cluster, command, what, user=None):
     ret, out, err = cluster.mon_command(json.dumps(command), b'')
+    if ret == -errno.EACCES:
+        raise exception.CephError(
+            what=what,
+            reason="access denied: the monitor caps of client.%s do not "
+                   "allow '%s' (Ceph's 'profile rbd' may add blocklist "
+                   "entries but not remove them; use a user with mon 'allow "
+                   "command \"osd blocklist\"', for example with "
+                   "--ceph-user admin)" % (user or '?', command['prefix']))
     if ret != 0:
         raise exception.CephError(what=what,
                                   reason='%s (error %d)' % (err.strip(), ret))
@@ -66,22 +75,39 @@ def blocklist(cluster):
     """The OSD blocklist: [{'address': ..., 'until': ...}]."""
     out = _mon(cluster, {'prefix': 'osd blocklist ls', 'format': 'json'},
                'list the OSD blocklist')
-    entries = json.loads(out or b'[]')
     return [{'address': e.get('addr'), 'until': e.get('until')}
-            for e in entries]
+            for e in _json_arrays(out)]
 
 
-def blocklist_add(cluster, address, expire):
+def _json_arrays(data):
+    """Every entry of the JSON arrays in ``data``, one after the other.
+
+    Ceph 16 prints ``osd blocklist ls`` as two arrays back to back (the
+    address entries, then the range entries): not one JSON document.
+    """
+    text = (data or b'').decode() if isinstance(data, bytes) else data or ''
+    decoder = json.JSONDecoder()
+    entries, position = [], 0
+    while True:
+        while position < len(text) and text[position].isspace():
+            position += 1
+        if position >= len(text):
+            return entries
+        value, position = decoder.raw_decode(text, position)
+        entries.extend(value if isinstance(value, list) else [value])
+
+
+def blocklist_add(cluster, address, expire, user=None):
     _mon(cluster, {'prefix': 'osd blocklist', 'blocklistop': 'add',
                    'addr': address, 'expire': float(expire)},
-         'blocklist client %s' % address)
+         'blocklist client %s' % address, user)
     return _entry(cluster, address)
 
 
-def blocklist_rm(cluster, address):
+def blocklist_rm(cluster, address, user=None):
     _mon(cluster, {'prefix': 'osd blocklist', 'blocklistop': 'rm',
                    'addr': address},
-         'remove client %s from the blocklist' % address)
+         'remove client %s from the blocklist' % address, user)
     return _entry(cluster, address)
 
 

@@ -40,6 +40,8 @@ def _add_parsers(subparsers):
         'status', help='features, size and clients of an RBD image')
     status.add_argument('image', metavar='POOL/IMAGE')
     status.add_argument('--json', action='store_true')
+    status.add_argument('--ceph-user', metavar='USER',
+                        help='instead of [shared_cache] ceph_user')
 
     fence = subparsers.add_parser(
         'fence', help='blocklist a client of an RBD image in Ceph')
@@ -53,6 +55,10 @@ def _add_parsers(subparsers):
     fence.add_argument('--force', action='store_true',
                        help="fence a client of this host's own domains")
     fence.add_argument('--json', action='store_true')
+    fence.add_argument('--ceph-user', metavar='USER',
+                       help="instead of [shared_cache] ceph_user (Ceph's "
+                            "'profile rbd' may add blocklist entries but "
+                            "not remove them: --undo needs more)")
 
 
 def make_conf(argv):
@@ -70,7 +76,8 @@ def make_conf(argv):
 
 def ceph_client(conf):
     settings = sc_conf.load(conf)
-    user = settings.ceph_user or conf.libvirt.rbd_user or 'admin'
+    user = (conf.command.ceph_user or settings.ceph_user
+            or conf.libvirt.rbd_user or 'admin')
     return cephclient.CephClient(settings.ceph_conf, user,
                                  settings.ceph_timeout)
 
@@ -168,8 +175,9 @@ def cmd_fence(conf, out):
     address = conf.command.client
     client = ceph_client(conf)
     if conf.command.undo:
-        entry = client.call('unfence %s' % address,
-                            lambda c: cephops.blocklist_rm(c, address))
+        entry = client.call(
+            'unfence %s' % address,
+            lambda c: cephops.blocklist_rm(c, address, client.user))
         result = {'image': spec, 'client': address,
                   'fenced': entry is not None, 'entry': entry}
     else:
@@ -191,7 +199,8 @@ def cmd_fence(conf, out):
                            local_domains_using(conf, spec) or ['unknown'])))
         entry = client.call(
             'fence %s' % address,
-            lambda c: cephops.blocklist_add(c, address, conf.command.expire))
+            lambda c: cephops.blocklist_add(c, address, conf.command.expire,
+                                            client.user))
         result = {'image': spec, 'client': address, 'fenced': True,
                   'entry': entry}
     if conf.command.json:

@@ -11,6 +11,8 @@ import pytest
 
 from nova_shared_cache.embedded import clientconf
 from nova_shared_cache.embedded import probe
+from tests.integration.helpers import boot_pair
+from tests.integration.helpers import shutdown
 
 # Every test runs with a client ceph.conf that asks librbd to cache
 # (writeback, no writethrough phase): only the cache mode in the disk XML
@@ -22,24 +24,6 @@ pytestmark = pytest.mark.usefixtures('hostile_client_conf')
 def hostile_client_conf():
     with clientconf.client_options(clientconf.WRITEBACK):
         yield
-
-
-def boot_pair(compute, connection_info):
-    vms = []
-    for _ in range(2):
-        instance = compute.boot(compute.new_instance())
-        console = compute.console(instance)
-        console.wait_ready()
-        compute.attach(instance, connection_info)
-        dev = probe.find_disk(console, connection_info['serial'])
-        vms.append((instance, console, dev))
-    return vms
-
-
-def shutdown(compute, vms):
-    for instance, console, _ in vms:
-        console.close()
-        compute.destroy(instance)
 
 
 def driver_of(disk_xml):

@@ -120,6 +120,28 @@ class ManageTest(base.TestCase):
         self.assertEqual(2, rc)
         self.assertIn('[shared_cache] rbd_feature_policy', err)
 
+    def test_undo_without_mon_caps_explains(self):
+        self.ceph.blocklist[REMOTE['addr']] = 'x'
+        real = self.ceph.rados.Rados.mon_command
+
+        def denied(rados_self, command, inbuf):
+            if json.loads(command).get('blocklistop') == 'rm':
+                return -13, b'', 'access denied'
+            return real(rados_self, command, inbuf)
+
+        with mock.patch.object(self.ceph.rados.Rados, 'mon_command', denied):
+            rc, _, err = self.run_cli('fence', SPEC, '--client',
+                                      REMOTE['addr'], '--undo')
+        self.assertEqual(2, rc)
+        self.assertIn('monitor caps of client.cinder', err)
+        self.assertIn('--ceph-user admin', err)
+        rc, _, _ = self.run_cli('fence', SPEC, '--client', REMOTE['addr'],
+                                '--undo', '--ceph-user', 'admin')
+        self.assertEqual(0, rc)
+        self.assertIn('admin', [c[1] for c in self.ceph.calls
+                                if c[0] == 'connect'])
+        self.assertEqual({}, self.ceph.blocklist)
+
     def test_address_host(self):
         self.assertEqual('10.0.0.7', str(manage.address_host(
             '10.0.0.7:0/2041893277')))
@@ -128,3 +150,17 @@ class ManageTest(base.TestCase):
         self.assertEqual('fd00::7', str(manage.address_host(
             '[fd00::7]:0/1')))
         self.assertIsNone(manage.address_host('nonsense'))
+
+
+class BlocklistParsingTest(base.TestCase):
+
+    def test_ceph16_prints_two_arrays(self):
+        from nova_shared_cache import cephops
+        out = (b'[{"addr":"10.1.1.1:0/123","until":"2026-11-25T03:45:08"}]'
+               b'[]')
+        self.assertEqual([{'addr': '10.1.1.1:0/123',
+                           'until': '2026-11-25T03:45:08'}],
+                         cephops._json_arrays(out))
+        self.assertEqual([], cephops._json_arrays(b''))
+        self.assertEqual([{'a': 1}, {'b': 2}],
+                         cephops._json_arrays('[{"a": 1}]\n[{"b": 2}]\n'))
