@@ -234,10 +234,37 @@ def test_reconnect_of_an_attachment_ignores_other_clients(cluster, holder):
 
 # -- Ceph unreachable ---------------------------------------------------------
 
-def _signal_daemons(cluster, sig):
+def _signal_daemons(cluster, sig, kinds=('mon', 'osd')):
     for name, pid in cluster.daemons().items():
-        if name.startswith(('mon', 'osd')):
+        if name.startswith(kinds):
             os.kill(pid, sig)
+
+
+def test_monitor_stopped_fails_a_new_connection_within_ceph_timeout(
+        cluster):
+    spec, info = new_image(cluster)
+    cached = make_backend(cluster, ceph_timeout=3)
+    connect(cached, info)
+    _signal_daemons(cluster, signal.SIGSTOP, kinds=('mon',))
+    try:
+        # A compute that has to connect now cannot: bounded, clear error.
+        started = time.monotonic()
+        with pytest.raises(exception.CephError) as err:
+            connect(make_backend(cluster, ceph_timeout=3), info)
+        elapsed = time.monotonic() - started
+        # One already connected reads the image from the OSDs, which are
+        # up: it may go on, but never past the bound.
+        started = time.monotonic()
+        try:
+            connect(cached, info)
+        except exception.CephError:
+            pass
+        elapsed_cached = time.monotonic() - started
+    finally:
+        _signal_daemons(cluster, signal.SIGCONT, kinds=('mon',))
+    assert elapsed < 3 + 5, elapsed
+    assert elapsed_cached < 3 + 5, elapsed_cached
+    assert 'no answer within 3s' in str(err.value)
 
 
 def test_cluster_unreachable_fails_within_ceph_timeout(cluster):
