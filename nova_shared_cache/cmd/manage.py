@@ -148,9 +148,14 @@ def cmd_status(conf, out):
     for watcher in status['watchers']:
         is_local = address_host(watcher['address']) in local
         watcher['local'] = is_local
-        # Which local domain a client belongs to cannot be read from Ceph;
-        # the candidates are the local domains using the image.
+        # Ceph does not say which process a client is (its address nonce
+        # is random); the candidates are the local domains using the image,
+        # and a single local client with a single such domain is that one.
         watcher['local_domains'] = (domains or []) if is_local else []
+        watcher['domain'] = None
+    local_watchers = [w for w in status['watchers'] if w['local']]
+    if len(local_watchers) == 1 and domains and len(domains) == 1:
+        local_watchers[0]['domain'] = domains[0]
     status['local_domains'] = domains
     if conf.command.json:
         out.write(json.dumps(status, indent=2, sort_keys=True) + '\n')
@@ -163,9 +168,13 @@ def cmd_status(conf, out):
                   % ', '.join(status['single_client_features']))
     out.write('clients:   %d\n' % len(status['watchers']))
     for w in status['watchers']:
-        where = ('this host (%s)' % (', '.join(w['local_domains'])
-                                     or 'no local domain uses it')
-                 if w['local'] else 'another host')
+        if not w['local']:
+            where = 'another host'
+        elif w['domain']:
+            where = 'this host: %s' % w['domain']
+        else:
+            where = 'this host (%s)' % (', '.join(w['local_domains'])
+                                        or 'no local domain uses it')
         out.write('  %-40s %-16s %s\n' % (w['address'], w['client'], where))
     return OK
 

@@ -73,6 +73,7 @@ def test_status_lists_both_qemu_clients(pair, compute):
     for watcher in result['watchers']:
         assert watcher['local'] is True
         assert watcher['local_domains'] == names
+        assert watcher['domain'] is None    # two candidates: not guessed
         assert watcher['client'].startswith('client.')
     human = cli(nova_conf, 'status', spec).stdout
     assert 'clients:   2' in human

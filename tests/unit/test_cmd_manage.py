@@ -53,6 +53,10 @@ class ManageTest(base.TestCase):
         self.assertEqual(['instance-00000001'],
                          by_address[LOCAL['addr']]['local_domains'])
         self.assertEqual('client.9001', by_address[REMOTE['addr']]['client'])
+        # One local client, one local domain using the image: matched.
+        self.assertEqual('instance-00000001',
+                         by_address[LOCAL['addr']]['domain'])
+        self.assertIsNone(by_address[REMOTE['addr']]['domain'])
         # The connection used the options from nova.conf.
         [connect] = [c for c in self.ceph.calls if c[0] == 'connect']
         self.assertEqual('cinder', connect[1])
@@ -64,7 +68,7 @@ class ManageTest(base.TestCase):
         self.assertIn('WARNING:   single-client features exclusive-lock',
                       out)
         self.assertIn('another host', out)
-        self.assertIn('this host (instance-00000001)', out)
+        self.assertIn('this host: instance-00000001', out)
 
     def test_fence_and_undo_a_remote_client(self):
         rc, out, err = self.run_cli('fence', SPEC, '--client',
