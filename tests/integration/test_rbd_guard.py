@@ -22,6 +22,7 @@ from nova_shared_cache.backends import rbd as rbd_backend
 from nova_shared_cache import cephclient
 from nova_shared_cache import conf as sc_conf
 from nova_shared_cache.embedded import ceph as embedded_ceph
+from nova_shared_cache.embedded import probe
 from nova_shared_cache import exception
 
 POOL = embedded_ceph.POOL
@@ -338,3 +339,54 @@ def test_guard_uses_the_system_ceph_bindings():
                           'print(json.dumps(os.path.realpath(rbd.__file__)))'],
                          capture_output=True, text=True, check=True)
     assert json.loads(out.stdout).startswith('/usr/lib/python3/')
+
+
+# -- through Nova's attach path, on a running VM -----------------------------
+
+@pytest.fixture
+def vm(stack, compute):
+    compute.switch_driver(extension=True, cache_mode='none')
+    instance = compute.boot(compute.new_instance())
+    console = compute.console(instance)
+    console.wait_ready()
+    yield instance, console
+    console.close()
+    compute.destroy(instance)
+
+
+def _exclusive_lock_volume(stack):
+    volume_id = str(uuid.uuid4())
+    spec = '%s/volume-%s' % (POOL, volume_id)
+    stack.ceph.rbd('create', '--size', '64', '--image-feature',
+                   'layering,exclusive-lock,object-map,fast-diff', spec)
+    return spec, stack.ceph.connection_info(volume_id, stack.secret_uuid)
+
+
+def test_nova_attach_clears_features_then_the_guest_sees_the_disk(
+        stack, compute, vm):
+    instance, console = vm
+    spec, ci = _exclusive_lock_volume(stack)
+    compute.attach(instance, ci)
+    assert features(stack.ceph, spec) & SINGLE_CLIENT == set()
+    probe.find_disk(console, ci['serial'])
+    compute.detach(instance, ci)
+
+
+def test_nova_attach_refused_leaves_the_domain_untouched(stack, compute, vm):
+    import nova.conf
+    instance, _ = vm
+    spec, ci = _exclusive_lock_volume(stack)
+    nova.conf.CONF.set_override('rbd_feature_policy', 'refuse',
+                                'shared_cache')
+    try:
+        compute.switch_driver(extension=True, cache_mode='none')
+        before = compute.domain(instance).get_xml_desc()
+        with pytest.raises(exception.AttachRefused) as err:
+            compute.attach(instance, ci)
+        assert spec in str(err.value)
+        assert compute.domain(instance).get_xml_desc() == before
+        assert compute.disk_xml(instance, ci['serial']) is None
+        assert 'exclusive-lock' in features(stack.ceph, spec)
+    finally:
+        nova.conf.CONF.clear_override('rbd_feature_policy', 'shared_cache')
+        compute.switch_driver(extension=True, cache_mode='none')
