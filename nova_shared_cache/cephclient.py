@@ -73,31 +73,46 @@ def client_options(timeout):
 class CephClient:
     """A lazily opened, shared connection as one Ceph user."""
 
-    def __init__(self, conffile, user, timeout):
+    def __init__(self, conffile, user, timeout, mon_host=None):
         self.conffile = conffile
         self.user = user
         self.timeout = timeout
+        #: Monitors to use instead of ceph.conf's (the volume's cluster).
+        self.mon_host = mon_host
         self._cluster = None
         self._lock = threading.Lock()
 
     def _connect(self):
         rados_mod, _ = bindings()
+        what = 'connect to Ceph as client.%s (%s)' % (
+            self.user, self.conffile)
         if not os.path.isfile(self.conffile):
             raise exception.CephError(
-                what='connect to Ceph as client.%s' % self.user,
+                what=what,
                 reason='the Ceph configuration file %s does not exist '
                        '([shared_cache] ceph_conf)' % self.conffile)
-        cluster = rados_mod.Rados(conffile=self.conffile,
-                                  rados_id=self.user,
-                                  conf=client_options(self.timeout))
+        options = client_options(self.timeout)
+        if self.mon_host:
+            options['mon_host'] = self.mon_host
+        try:
+            # The constructor already reads the configuration file.
+            cluster = rados_mod.Rados(conffile=self.conffile,
+                                      rados_id=self.user, conf=options)
+        except rados_mod.Error as err:
+            raise exception.CephError(
+                what=what, reason='cannot read %s: %s' % (
+                    self.conffile, self._reason(err))) from err
         try:
             _offload(cluster.connect)
         except rados_mod.Error as err:
             _offload(cluster.shutdown)
-            raise exception.CephError(
-                what='connect to Ceph as client.%s (%s)' % (
-                    self.user, self.conffile),
-                reason=self._reason(err)) from err
+            reason = self._reason(err)
+            if type(err).__name__ in ('ObjectNotFound', 'PermissionError',
+                                      'PermissionDeniedError'):
+                reason = ('no usable key for client.%s (a keyring found '
+                          'through %s, readable by this process): %s'
+                          % (self.user, self.conffile, reason))
+            raise exception.CephError(what=what, reason=reason) from err
         return cluster
 
     def _reason(self, err):
@@ -113,37 +128,44 @@ class CephClient:
 
         ``what`` names the operation for the error message. rados/rbd
         errors become CephError; the connection is dropped unless the error
-        is about the request rather than the cluster.
+        is about the request rather than the cluster. The lock covers only
+        getting the connection: rados handles are thread safe, so
+        concurrent calls do not queue behind each other's timeouts.
         """
         with self._lock:
             if self._cluster is None:
                 self._cluster = self._connect()
-            try:
-                return _offload(function, self._cluster)
-            except exception.SharedCacheError:
+            cluster = self._cluster
+        try:
+            return _offload(function, cluster)
+        except exception.SharedCacheError:
+            raise
+        except Exception as err:
+            if not self._is_ceph_error(err):
                 raise
-            except Exception as err:
-                if not self._is_ceph_error(err):
-                    raise
-                if type(err).__name__ not in _KEEP_CONNECTION:
-                    self._drop()
-                raise exception.CephError(
-                    what=what, reason=self._reason(err)) from err
+            if type(err).__name__ not in _KEEP_CONNECTION:
+                self._drop(cluster)
+            raise exception.CephError(
+                what=what, reason=self._reason(err)) from err
 
     @staticmethod
     def _is_ceph_error(err):
         classes = tuple(m.Error for m in (rados, rbd) if m is not None)
         return bool(classes) and isinstance(err, classes)
 
-    def _drop(self):
-        cluster, self._cluster = self._cluster, None
-        if cluster is not None:
-            with contextlib.suppress(Exception):
-                _offload(cluster.shutdown)
+    def _drop(self, failed=None):
+        """Forget the connection (only ``failed``, if given) and shut it."""
+        with self._lock:
+            cluster = self._cluster
+            if cluster is None or (failed is not None
+                                   and cluster is not failed):
+                return
+            self._cluster = None
+        with contextlib.suppress(Exception):
+            _offload(cluster.shutdown)
 
     def close(self):
-        with self._lock:
-            self._drop()
+        self._drop()
 
     @property
     def connected(self):
@@ -151,19 +173,19 @@ class CephClient:
 
 
 class Registry:
-    """The process's clients, one per (ceph.conf, user, timeout)."""
+    """The process's clients, one per (ceph.conf, user, timeout, mons)."""
 
     def __init__(self):
         self._clients = {}
         self._lock = threading.Lock()
 
-    def get(self, conffile, user, timeout):
-        key = (conffile, user, timeout)
+    def get(self, conffile, user, timeout, mon_host=None):
+        key = (conffile, user, timeout, mon_host)
         with self._lock:
             client = self._clients.get(key)
             if client is None:
-                client = self._clients[key] = CephClient(conffile, user,
-                                                         timeout)
+                client = self._clients[key] = CephClient(
+                    conffile, user, timeout, mon_host=mon_host)
             return client
 
     def close_all(self):

@@ -105,10 +105,33 @@ class RbdBackend(base.SharedVolumeBackend):
             libvirt_user = None
         return libvirt_user or 'admin'
 
+    @staticmethod
+    def mon_host(connection_info):
+        """The volume's monitors as librados' mon_host, or None.
+
+        Cinder puts the monitors of the volume's cluster into
+        connection_info; QEMU uses them, and so does the guard, so that a
+        volume of another cluster than ceph_conf's is checked where it is.
+        """
+        data = connection_info.get('data') or {}
+        hosts = data.get('hosts') or []
+        ports = data.get('ports') or []
+        if not hosts or len(ports) not in (0, len(hosts)):
+            return None
+        addresses = []
+        for index, host in enumerate(hosts):
+            host = str(host)
+            if ':' in host and not host.startswith('['):
+                host = '[%s]' % host        # IPv6
+            port = ports[index] if ports else None
+            addresses.append('%s:%s' % (host, port) if port else host)
+        return ','.join(addresses)
+
     def client(self, connection_info):
         return self._registry.get(self.settings.ceph_conf,
                                   self.ceph_user(connection_info),
-                                  self.settings.ceph_timeout)
+                                  self.settings.ceph_timeout,
+                                  mon_host=self.mon_host(connection_info))
 
     # -- the connect-time guard ---------------------------------------------
 
@@ -119,7 +142,7 @@ class RbdBackend(base.SharedVolumeBackend):
                           and settings.sharing_guard != 'off')
         if not shared and not check_watchers:
             return
-        spec = self.describe(connection_info)
+        spec = (connection_info.get('data') or {}).get('name')
         pool, image = parse_image_spec(spec)
         who = {'volume_id': (connection_info.get('serial')
                              or (connection_info.get('data') or {}).get(
@@ -171,24 +194,27 @@ class RbdBackend(base.SharedVolumeBackend):
                        "them with 'rbd feature disable %s %s')"
                        % (names, who['volume'], ' '.join(state.features)),
                 **who)
-        remaining = client.call(
+        raced = client.call(
             'clear RBD features of %s' % who['volume'],
             lambda cluster: self._clear(cluster, pool, image, state.features,
                                         who, client.user))
         LOG.info("Cleared single-client RBD features %(names)s of image "
                  "%(volume)s (volume %(volume_id)s, instance %(instance)s) "
-                 "before attaching it as a shared disk%(rest)s",
+                 "before attaching it as a shared disk%(raced)s",
                  dict(who, names=names,
-                      rest=('' if not remaining else
-                            '; still set: %s' % ', '.join(remaining))))
+                      raced=' (another client cleared some first)'
+                      if raced else ''))
 
     def _clear(self, cluster, pool, image, names, who, user):
         """Disable ``names`` on the image; safe when another compute races.
 
-        Returns the single-client features still set afterwards (none
-        unless something re-enabled one in between).
+        Runs in librados' thread (no logging here). Returns True when
+        update_features was refused because another client had already
+        disabled a feature; raises unless no single-client feature is
+        left at the end.
         """
         _, rbd_mod = cephclient.bindings()
+        raced = None
         ioctx = cluster.open_ioctx(pool)
         try:
             try:
@@ -202,9 +228,10 @@ class RbdBackend(base.SharedVolumeBackend):
                     try:
                         img.update_features(feature_mask(todo, rbd_mod),
                                             False)
-                    except rbd_mod.InvalidArgument:
-                        # Another compute cleared some of them first.
-                        LOG.debug("update_features raced on %s", who['volume'])
+                    except rbd_mod.InvalidArgument as err:
+                        # Another compute cleared some of them first, or
+                        # Ceph refuses (then they are still set, below).
+                        raced = err
                     except rbd_mod.PermissionError as err:
                         raise self._no_write_cap(who, user, pool) from err
                 left = single_client_features(img.features(), rbd_mod)
@@ -212,11 +239,14 @@ class RbdBackend(base.SharedVolumeBackend):
                 img.close()
         finally:
             ioctx.close()
-        if any(n in left for n in names):
+        if left:
             raise exception.AttachRefused(
                 reason="single-client features %s are still set after "
-                       "clearing them" % ', '.join(left), **who)
-        return left
+                       "clearing them%s" % (
+                           ', '.join(left),
+                           ' (Ceph said: %s)' % raced if raced else ''),
+                **who)
+        return raced is not None
 
     @staticmethod
     def _no_write_cap(who, user, pool):

@@ -5,7 +5,7 @@ default ``/etc/nova/nova.conf``): ``[shared_cache] ceph_conf``,
 ``ceph_user`` and ``ceph_timeout`` say how to reach Ceph, ``[libvirt]
 connection_uri`` where the local domains are.
 
-Exit status: 0 done / clean, 1 findings, 2 error.
+Exit status: 0 done, 2 error (the audit to come uses 1 for findings).
 """
 
 import ipaddress
@@ -23,7 +23,7 @@ from nova_shared_cache import conf as sc_conf
 from nova_shared_cache import exception
 
 DEFAULT_CONFIG = '/etc/nova/nova.conf'
-OK, FINDINGS, ERROR = 0, 1, 2
+OK, ERROR = 0, 2
 #: How long a fence lasts unless --expire says otherwise (Ceph's default).
 DEFAULT_EXPIRE = 3600
 
@@ -48,7 +48,7 @@ def _add_parsers(subparsers):
     fence.add_argument('image', metavar='POOL/IMAGE')
     fence.add_argument('--client', required=True, metavar='ADDR',
                        help='the client address as status shows it')
-    fence.add_argument('--expire', type=int, default=DEFAULT_EXPIRE,
+    fence.add_argument('--expire', type=_positive, default=DEFAULT_EXPIRE,
                        metavar='SECONDS')
     fence.add_argument('--undo', action='store_true',
                        help='remove the client from the blocklist')
@@ -59,6 +59,18 @@ def _add_parsers(subparsers):
                        help="instead of [shared_cache] ceph_user (Ceph's "
                             "'profile rbd' may add blocklist entries but "
                             "not remove them: --undo needs more)")
+
+
+def _positive(text):
+    import argparse
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            '--expire must be a whole number of seconds >= 1, not %r' % text)
+    return value
 
 
 def make_conf(argv):
@@ -78,8 +90,8 @@ def ceph_client(conf):
     settings = sc_conf.load(conf)
     user = (conf.command.ceph_user or settings.ceph_user
             or conf.libvirt.rbd_user or 'admin')
-    return cephclient.CephClient(settings.ceph_conf, user,
-                                 settings.ceph_timeout)
+    return cephclient.REGISTRY.get(settings.ceph_conf, user,
+                                   settings.ceph_timeout)
 
 
 # -- local libvirt domains --------------------------------------------------
@@ -187,8 +199,13 @@ def cmd_fence(conf, out):
         entry = client.call(
             'unfence %s' % address,
             lambda c: cephops.blocklist_rm(c, address, client.user))
-        result = {'image': spec, 'client': address,
-                  'fenced': entry is not None, 'entry': entry}
+        if entry is not None:
+            raise exception.CephError(
+                what='unfence client %s' % address,
+                reason='it is still in the OSD blocklist (until %s)'
+                       % entry.get('until'))
+        result = {'image': spec, 'client': address, 'fenced': False,
+                  'entry': None}
     else:
         status = client.call('read the status of %s' % spec,
                              lambda c: cephops.image_status(c, spec))
@@ -234,6 +251,12 @@ def main(argv=None, out=None, err=None):
     except (exception.SharedCacheError, cfg.Error) as error:
         err.write('nova-shared-cache: %s\n' % error)
         return ERROR
+    except Exception as error:  # never a traceback and exit 1 ("findings")
+        err.write('nova-shared-cache: unexpected %s: %s\n'
+                  % (type(error).__name__, error))
+        return ERROR
+    finally:
+        cephclient.REGISTRY.close_all()
 
 
 if __name__ == '__main__':

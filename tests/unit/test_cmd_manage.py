@@ -146,6 +146,39 @@ class ManageTest(base.TestCase):
                                 if c[0] == 'connect'])
         self.assertEqual({}, self.ceph.blocklist)
 
+    def test_expire_must_be_positive(self):
+        for value in ('0', '-5', 'soon'):
+            with mock.patch('sys.stderr', new_callable=io.StringIO) as stderr:
+                self.assertRaises(SystemExit, self.run_cli, 'fence', SPEC,
+                                  '--client', REMOTE['addr'], '--expire',
+                                  value)
+            self.assertIn('--expire must be', stderr.getvalue())
+        self.assertEqual({}, self.ceph.blocklist)
+
+    def test_undo_that_leaves_the_entry_is_an_error(self):
+        self.ceph.blocklist[REMOTE['addr']] = 'later'
+        real = self.ceph.rados.Rados.mon_command
+
+        def ignore_rm(rados_self, command, inbuf):
+            if json.loads(command).get('blocklistop') == 'rm':
+                return 0, b'', ''
+            return real(rados_self, command, inbuf)
+
+        with mock.patch.object(self.ceph.rados.Rados, 'mon_command',
+                               ignore_rm):
+            rc, out, err = self.run_cli('fence', SPEC, '--client',
+                                        REMOTE['addr'], '--undo')
+        self.assertEqual((2, ''), (rc, out))
+        self.assertIn('still in the OSD blocklist', err)
+
+    def test_unexpected_error_is_exit_2_without_traceback(self):
+        with mock.patch('nova_shared_cache.cephops.image_status',
+                        side_effect=KeyError('addr')):
+            rc, out, err = self.run_cli('status', SPEC)
+        self.assertEqual(2, rc)
+        self.assertIn('unexpected KeyError', err)
+        self.assertNotIn('Traceback', err)
+
     def test_address_host(self):
         self.assertEqual('10.0.0.7', str(manage.address_host(
             '10.0.0.7:0/2041893277')))

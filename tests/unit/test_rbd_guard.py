@@ -133,8 +133,7 @@ class GuardTest(base.TestCase):
 
     def test_own_watch_is_not_another_client(self):
         self.connect(shared=False)     # connects; learn our instance id
-        own = cephclient.REGISTRY.get(
-            self.backend().settings.ceph_conf, 'cinder', 10)
+        own = self.backend().client(base.connection_info())
         own_id = own._cluster.get_instance_id()
         self.ceph.add_image(SPEC, watchers=[{'addr': '127.0.0.1:0/1',
                                              'id': own_id, 'cookie': 2}])
@@ -151,7 +150,9 @@ class GuardTest(base.TestCase):
         self.assertEqual('cinder', user)
         self.assertEqual({'client_mount_timeout': '10',
                           'rados_mon_op_timeout': '10',
-                          'rados_osd_op_timeout': '10'}, options)
+                          'rados_osd_op_timeout': '10',
+                          # The volume's own monitors, from connection_info.
+                          'mon_host': '127.0.0.1:3300'}, options)
 
     def test_cluster_down_is_a_clear_error_then_reconnects(self):
         self.flags(ceph_timeout=3, group='shared_cache')
@@ -188,6 +189,54 @@ class GuardTest(base.TestCase):
         info = base.connection_info(data={'name': 'no-pool'})
         err = self.assertRaises(exception.CephError, self.connect, info=info)
         self.assertIn("'no-pool'", str(err))
+
+    def test_mon_host_from_connection_info(self):
+        mon_host = rbd.RbdBackend.mon_host
+        self.assertEqual('10.0.0.1:3300,[fd00::2]:3300', mon_host(
+            {'data': {'hosts': ['10.0.0.1', 'fd00::2'],
+                      'ports': ['3300', '3300']}}))
+        self.assertEqual('10.0.0.1', mon_host(
+            {'data': {'hosts': ['10.0.0.1'], 'ports': []}}))
+        self.assertIsNone(mon_host({'data': {}}))
+        self.assertIsNone(mon_host(
+            {'data': {'hosts': ['a', 'b'], 'ports': ['1']}}))
+
+    def test_unreadable_ceph_conf_named(self):
+        def broken(*args, **kwargs):
+            raise self.ceph.rados.InvalidArgument('error calling '
+                                                  'conf_read_file')
+        with mock.patch.object(self.ceph.rados, 'Rados', broken):
+            err = self.assertRaises(exception.CephError, self.connect)
+        self.assertIn('cannot read %s' % self.backend().settings.ceph_conf,
+                      str(err))
+
+    def test_missing_key_named(self):
+        real = self.ceph.rados.Rados.connect
+
+        def no_key(rados_self, timeout=0):
+            raise self.ceph.rados.ObjectNotFound('error connecting to the '
+                                                 'cluster')
+        with mock.patch.object(self.ceph.rados.Rados, 'connect', no_key):
+            err = self.assertRaises(exception.CephError, self.connect)
+        self.assertIn('no usable key for client.cinder', str(err))
+        self.assertIsNotNone(real)
+
+    def test_ceph_refusing_to_clear_is_reported_with_its_reason(self):
+        self.ceph.add_image(SPEC, features=fakeceph.DEFAULT_FEATURES)
+        real_image = self.ceph.rbd.Image
+
+        def stubborn_image(ioctx, name, read_only=False):
+            image = real_image(ioctx, name, read_only=read_only)
+
+            def refuse(mask, enabled):
+                raise self.ceph.rbd.InvalidArgument('mirroring is enabled')
+            image.update_features = refuse
+            return image
+
+        with mock.patch.object(self.ceph.rbd, 'Image', stubborn_image):
+            err = self.assertRaises(exception.AttachRefused, self.connect)
+        self.assertIn('still set after clearing them', str(err))
+        self.assertIn('mirroring is enabled', str(err))
 
     def test_ceph_user_chosen_like_nova(self):
         backend = self.backend()
