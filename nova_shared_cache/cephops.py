@@ -1,15 +1,72 @@
-"""Read-only views of an RBD image and the OSD blocklist (fencing).
+"""RBD images and the OSD blocklist, through the bindings.
 
-Functions here take a connected ``rados.Rados`` (see cephclient) and use
-only the bindings; the operator tools and the guard share them.
+Functions here take a connected ``rados.Rados`` (see cephclient); the RBD
+backend's guard and the operator tools share them.
 """
 
+import contextlib
 import errno
 import json
 
-from nova_shared_cache.backends import rbd as rbd_backend
 from nova_shared_cache import cephclient
 from nova_shared_cache import exception
+
+#: Feature name (as ``rbd info`` prints it) -> attribute of the rbd module.
+SINGLE_CLIENT_FEATURES = (
+    ('exclusive-lock', 'RBD_FEATURE_EXCLUSIVE_LOCK'),
+    ('object-map', 'RBD_FEATURE_OBJECT_MAP'),
+    ('fast-diff', 'RBD_FEATURE_FAST_DIFF'),
+    ('journaling', 'RBD_FEATURE_JOURNALING'),
+)
+
+
+def single_client_features(features, rbd_mod):
+    """Names of the single-client features set in a feature bit mask."""
+    return [name for name, attr in SINGLE_CLIENT_FEATURES
+            if features & getattr(rbd_mod, attr)]
+
+
+def feature_mask(names, rbd_mod):
+    mask = 0
+    for name, attr in SINGLE_CLIENT_FEATURES:
+        if name in names:
+            mask |= getattr(rbd_mod, attr)
+    return mask
+
+
+def parse_image_spec(spec):
+    """'pool/image' -> ('pool', 'image'); a clear error for anything else."""
+    parts = str(spec or '').split('/')
+    if len(parts) != 2 or not all(parts):
+        raise exception.CephError(
+            what='find the RBD image of the volume',
+            reason="connection_info data 'name' is %r, expected "
+                   "'pool/image'" % (spec,))
+    return parts[0], parts[1]
+
+
+@contextlib.contextmanager
+def open_image(cluster, pool, name, read_only=True):
+    """An open ``rbd.Image`` (and its pool's ioctx), closed on exit."""
+    _, rbd_mod = cephclient.bindings()
+    ioctx = cluster.open_ioctx(pool)
+    try:
+        image = rbd_mod.Image(ioctx, name, read_only=read_only)
+        try:
+            yield image
+        finally:
+            image.close()
+    finally:
+        ioctx.close()
+
+
+def other_watchers(cluster, image):
+    """The image's watchers other than this connection's own client."""
+    own = str(cluster.get_instance_id())
+    return [{'address': str(w.get('addr')),
+             'client': 'client.%s' % w.get('id'),
+             'cookie': w.get('cookie')}
+            for w in image.watchers_list() if str(w.get('id')) != own]
 
 
 def feature_names(mask, rbd_mod):
@@ -26,33 +83,18 @@ def feature_names(mask, rbd_mod):
 
 
 def image_status(cluster, spec):
-    """Features, size and watchers of ``pool/image``."""
+    """Features, size and the other clients of ``pool/image``."""
     _, rbd_mod = cephclient.bindings()
-    pool, name = rbd_backend.parse_image_spec(spec)
-    ioctx = cluster.open_ioctx(pool)
-    try:
-        image = rbd_mod.Image(ioctx, name, read_only=True)
-        try:
-            mask = image.features()
-            status = {
-                'image': spec,
-                'size': image.size(),
-                'features': feature_names(mask, rbd_mod),
-                'single_client_features':
-                    rbd_backend.single_client_features(mask, rbd_mod),
-                'watchers': [{'address': str(w.get('addr')),
-                              'client': 'client.%s' % w.get('id'),
-                              'cookie': w.get('cookie')}
-                             for w in image.watchers_list()],
-            }
-        finally:
-            image.close()
-    finally:
-        ioctx.close()
-    own = 'client.%s' % cluster.get_instance_id()
-    status['watchers'] = [w for w in status['watchers']
-                          if w['client'] != own]
-    return status
+    pool, name = parse_image_spec(spec)
+    with open_image(cluster, pool, name) as image:
+        mask = image.features()
+        return {
+            'image': spec,
+            'size': image.size(),
+            'features': feature_names(mask, rbd_mod),
+            'single_client_features': single_client_features(mask, rbd_mod),
+            'watchers': other_watchers(cluster, image),
+        }
 
 
 def _mon(cluster, command, what, user=None):

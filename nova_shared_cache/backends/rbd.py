@@ -18,43 +18,12 @@ from oslo_log import log as logging
 
 from nova_shared_cache.backends import base
 from nova_shared_cache import cephclient
+from nova_shared_cache import cephops
 from nova_shared_cache import conf as sc_conf
 from nova_shared_cache import exception
+from nova_shared_cache import policy
 
 LOG = logging.getLogger(__name__)
-
-#: Feature name (as ``rbd info`` prints it) -> attribute of the rbd module.
-SINGLE_CLIENT_FEATURES = (
-    ('exclusive-lock', 'RBD_FEATURE_EXCLUSIVE_LOCK'),
-    ('object-map', 'RBD_FEATURE_OBJECT_MAP'),
-    ('fast-diff', 'RBD_FEATURE_FAST_DIFF'),
-    ('journaling', 'RBD_FEATURE_JOURNALING'),
-)
-
-
-def single_client_features(features, rbd_mod):
-    """Names of the single-client features set in a feature bit mask."""
-    return [name for name, attr in SINGLE_CLIENT_FEATURES
-            if features & getattr(rbd_mod, attr)]
-
-
-def feature_mask(names, rbd_mod):
-    mask = 0
-    for name, attr in SINGLE_CLIENT_FEATURES:
-        if name in names:
-            mask |= getattr(rbd_mod, attr)
-    return mask
-
-
-def parse_image_spec(spec):
-    """'pool/image' -> ('pool', 'image'); a clear error for anything else."""
-    parts = str(spec or '').split('/')
-    if len(parts) != 2 or not all(parts):
-        raise exception.CephError(
-            what='find the RBD image of the volume',
-            reason="connection_info data 'name' is %r, expected "
-                   "'pool/image'" % (spec,))
-    return parts[0], parts[1]
 
 
 @dataclasses.dataclass
@@ -63,7 +32,6 @@ class ImageState:
 
     features: list
     watchers: list
-    own_id: object
 
 
 class RbdBackend(base.SharedVolumeBackend):
@@ -143,10 +111,8 @@ class RbdBackend(base.SharedVolumeBackend):
         if not shared and not check_watchers:
             return
         spec = (connection_info.get('data') or {}).get('name')
-        pool, image = parse_image_spec(spec)
-        who = {'volume_id': (connection_info.get('serial')
-                             or (connection_info.get('data') or {}).get(
-                                 'volume_id')),
+        pool, image = cephops.parse_image_spec(spec)
+        who = {'volume_id': policy.volume_id(connection_info),
                'volume': spec,
                'instance': getattr(instance, 'uuid', None) or 'unknown'}
         client = self.client(connection_info)
@@ -159,21 +125,15 @@ class RbdBackend(base.SharedVolumeBackend):
         if check_watchers:
             self._foreign_watchers(state, who)
 
-    def _inspect(self, cluster, pool, image, watchers):
+    @staticmethod
+    def _inspect(cluster, pool, image, watchers):
         _, rbd_mod = cephclient.bindings()
-        ioctx = cluster.open_ioctx(pool)
-        try:
-            img = rbd_mod.Image(ioctx, image, read_only=True)
-            try:
-                features = single_client_features(img.features(), rbd_mod)
-                found = ([dict(w) for w in img.watchers_list()]
-                         if watchers else [])
-            finally:
-                img.close()
-        finally:
-            ioctx.close()
-        return ImageState(features=features, watchers=found,
-                          own_id=cluster.get_instance_id())
+        with cephops.open_image(cluster, pool, image) as img:
+            return ImageState(
+                features=cephops.single_client_features(img.features(),
+                                                        rbd_mod),
+                watchers=(cephops.other_watchers(cluster, img)
+                          if watchers else []))
 
     def _single_client_features(self, client, pool, image, state, who):
         policy = self.settings.rbd_feature_policy
@@ -215,30 +175,25 @@ class RbdBackend(base.SharedVolumeBackend):
         """
         _, rbd_mod = cephclient.bindings()
         raced = None
-        ioctx = cluster.open_ioctx(pool)
         try:
-            try:
-                img = rbd_mod.Image(ioctx, image)
-            except rbd_mod.PermissionError as err:
-                raise self._no_write_cap(who, user, pool) from err
-            try:
-                present = single_client_features(img.features(), rbd_mod)
+            with cephops.open_image(cluster, pool, image,
+                                    read_only=False) as img:
+                present = cephops.single_client_features(img.features(),
+                                                         rbd_mod)
                 todo = [n for n in names if n in present]
                 if todo:
                     try:
-                        img.update_features(feature_mask(todo, rbd_mod),
-                                            False)
+                        img.update_features(
+                            cephops.feature_mask(todo, rbd_mod), False)
                     except rbd_mod.InvalidArgument as err:
                         # Another compute cleared some of them first, or
                         # Ceph refuses (then they are still set, below).
                         raced = err
-                    except rbd_mod.PermissionError as err:
-                        raise self._no_write_cap(who, user, pool) from err
-                left = single_client_features(img.features(), rbd_mod)
-            finally:
-                img.close()
-        finally:
-            ioctx.close()
+                left = cephops.single_client_features(img.features(),
+                                                      rbd_mod)
+        except rbd_mod.PermissionError as err:
+            # Opening for writing or changing the features.
+            raise self._no_write_cap(who, user, pool) from err
         if left:
             raise exception.AttachRefused(
                 reason="single-client features %s are still set after "
@@ -258,12 +213,10 @@ class RbdBackend(base.SharedVolumeBackend):
                    % (user, pool), **who)
 
     def _foreign_watchers(self, state, who):
-        others = [w for w in state.watchers
-                  if str(w.get('id')) != str(state.own_id)]
-        if not others:
+        if not state.watchers:
             return
-        clients = ', '.join('client.%s at %s' % (w.get('id'), w.get('addr'))
-                            for w in others)
+        clients = ', '.join('%s at %s' % (w['client'], w['address'])
+                            for w in state.watchers)
         if self.settings.sharing_guard == 'refuse':
             raise exception.AttachRefused(
                 reason="the volume is not multiattach but its image is "

@@ -8,6 +8,7 @@ connection_uri`` where the local domains are.
 Exit status: 0 done, 2 error (the audit to come uses 1 for findings).
 """
 
+import argparse
 import ipaddress
 import json
 import os
@@ -62,7 +63,6 @@ def _add_parsers(subparsers):
 
 
 def _positive(text):
-    import argparse
     try:
         value = int(text)
     except ValueError:

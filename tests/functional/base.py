@@ -245,9 +245,6 @@ class SharedCacheFunctionalTest(compat.KeepTestMethodMixin,
 
         self.useFixture(fixtures.MockPatchObject(cls, name, capture))
 
-    def record(self, xml):
-        self.sent_xml.append(xml)
-
     def forget_sent(self):
         del self.sent_xml[:]
 
