@@ -102,6 +102,25 @@ the same instance (reboot, migration, rescue) is not checked because the
 other client can be the instance's own previous QEMU process.
 """),
     cfg.StrOpt(
+        'hook_mode',
+        default='fix',
+        choices=[
+            ('deny', 'refuse to start, restore or receive a domain whose '
+                     'shared RBD disk caches'),
+            ('fix', 'give libvirt corrected XML where the hook may '
+                    '(migrate, restore); refuse a start it cannot correct'),
+            ('warn', 'allow it and log a warning'),
+        ],
+        help="""
+What the libvirt qemu hook (``nova-shared-cache install-hook``) does with a
+domain that has a shared RBD disk (``<shareable/>``, or an image another
+running local domain uses) in a caching mode. libvirt lets a hook rewrite the
+XML of an incoming migration and of a restore, not of a start: under ``fix``
+a start is refused like under ``deny``, with the command that repairs the
+definition. A domain without such a disk, or whose XML the hook cannot read,
+is always allowed.
+"""),
+    cfg.StrOpt(
         'ceph_conf',
         default='/etc/ceph/ceph.conf',
         help="""
@@ -137,6 +156,7 @@ class Settings:
     ceph_conf: str = '/etc/ceph/ceph.conf'
     ceph_user: object = None
     ceph_timeout: int = 10
+    hook_mode: str = 'fix'
 
 
 def register_opts(conf):
@@ -175,7 +195,8 @@ def load(conf):
                     sharing_guard=values['sharing_guard'],
                     ceph_conf=values['ceph_conf'],
                     ceph_user=values['ceph_user'],
-                    ceph_timeout=values['ceph_timeout'])
+                    ceph_timeout=values['ceph_timeout'],
+                    hook_mode=values['hook_mode'])
 
 
 def list_opts():

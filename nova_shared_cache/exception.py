@@ -53,3 +53,16 @@ class CephError(SharedCacheError):
 class AttachRefused(SharedCacheError):
     msg_fmt = ("Attach of volume %(volume_id)s (image %(volume)s) to instance "
                "%(instance)s refused by nova-shared-cache: %(reason)s")
+
+
+class LibvirtError(SharedCacheError):
+    msg_fmt = "nova-shared-cache could not %(what)s: %(reason)s"
+
+
+class LiveSwitchError(SharedCacheError):
+    msg_fmt = ("Live cache switch of disk %(disk)s of domain %(domain)s "
+               "failed: %(reason)s")
+
+
+class UsageError(SharedCacheError):
+    msg_fmt = "%(reason)s"

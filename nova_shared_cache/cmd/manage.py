@@ -5,26 +5,33 @@ default ``/etc/nova/nova.conf``): ``[shared_cache] ceph_conf``,
 ``ceph_user`` and ``ceph_timeout`` say how to reach Ceph, ``[libvirt]
 connection_uri`` where the local domains are.
 
-Exit status: 0 done, 2 error (the audit to come uses 1 for findings).
+Exit status: 0 done (audit: nothing found), 1 audit findings, 2 error.
 """
 
 import argparse
-import ipaddress
+import dataclasses
 import json
 import os
+import shlex
 import subprocess
 import sys
 
 from lxml import etree
 from oslo_config import cfg
 
+from nova_shared_cache import audit
 from nova_shared_cache import cephclient
 from nova_shared_cache import cephops
 from nova_shared_cache import conf as sc_conf
 from nova_shared_cache import exception
+from nova_shared_cache import hostnet
 
 DEFAULT_CONFIG = '/etc/nova/nova.conf'
-OK, ERROR = 0, 2
+OK, FINDINGS, ERROR = 0, 1, 2
+HOOKS_DIR = '/etc/libvirt/hooks'
+HOOK_NAME = '50-nova-shared-cache'
+#: How long opening the libvirt connection may take.
+LIBVIRT_TIMEOUT = 30
 #: How long a fence lasts unless --expire says otherwise (Ceph's default).
 DEFAULT_EXPIRE = 3600
 
@@ -61,6 +68,47 @@ def _add_parsers(subparsers):
                             "'profile rbd' may add blocklist entries but "
                             "not remove them: --undo needs more)")
 
+    audit = subparsers.add_parser(
+        'audit', help="every RBD disk of this host's libvirt domains: "
+                      "cache mode, QEMU's cache state, sharing, features")
+    audit.add_argument('--json', action='store_true')
+    audit.add_argument('--domain', action='append', metavar='NAME',
+                       help='only this domain (repeatable)')
+    audit.add_argument('--no-ceph', action='store_true',
+                       help='do not ask Ceph (no features, no clients on '
+                            'other hosts)')
+    audit.add_argument('--ceph-user', metavar='USER',
+                       help='instead of [shared_cache] ceph_user')
+
+    fix = subparsers.add_parser(
+        'fix', help='repair the shared RBD disks audit reports')
+    fix.add_argument('--config', action='store_true',
+                     help="rewrite the persistent definitions (cache and "
+                          "<shareable/>; effective at the next cold start)")
+    fix.add_argument('--live', action='store_true',
+                     help='switch running disks to direct I/O without '
+                          'restarting the VMs (also fixes the definitions)')
+    fix.add_argument('--domain', action='append', metavar='NAME',
+                     help='only this domain (repeatable)')
+    fix.add_argument('--dry-run', action='store_true',
+                     help='say what would be done, change nothing')
+    fix.add_argument('--json', action='store_true')
+    fix.add_argument('--no-ceph', action='store_true',
+                     help='do not ask Ceph which images are shared')
+    fix.add_argument('--ceph-user', metavar='USER',
+                     help='instead of [shared_cache] ceph_user')
+
+    install = subparsers.add_parser(
+        'install-hook', help="install libvirt's qemu hook "
+                             "(nova-shared-cache-libvirt-hook)")
+    install.add_argument('--hooks-dir', default=HOOKS_DIR,
+                         help='default: %(default)s')
+    install.add_argument('--uninstall', action='store_true')
+    install.add_argument('--reload', action='store_true',
+                         help='make libvirtd (or virtqemud) read its hooks '
+                              'again (SIGHUP); else they are read at its '
+                              'next start')
+
 
 def _positive(text):
     try:
@@ -73,8 +121,22 @@ def _positive(text):
     return value
 
 
+class _ConfigOpts(cfg.ConfigOpts):
+    """oslo.config's ConfigOpts without argparse's prefix matching.
+
+    argparse looks at every argument with the top-level parser first, and
+    with prefix matching ``fix --config`` would be an ambiguous abbreviation
+    of ``--config-file``/``--config-dir``.
+    """
+
+    def _pre_setup(self, *args, **kwargs):
+        result = super()._pre_setup(*args, **kwargs)
+        self._oparser.allow_abbrev = False
+        return result
+
+
 def make_conf(argv):
-    conf = cfg.ConfigOpts()
+    conf = _ConfigOpts()
     sc_conf.register_opts(conf)
     conf.register_opts(_libvirt_opts, group='libvirt')
     conf.register_cli_opt(cfg.SubCommandOpt(
@@ -121,33 +183,6 @@ def local_domains_using(conf, spec):
         connection.close()
 
 
-def local_addresses():
-    addresses = {ipaddress.ip_address('127.0.0.1'),
-                 ipaddress.ip_address('::1')}
-    try:
-        out = subprocess.run(['ip', '-j', 'addr', 'show'],
-                             capture_output=True, text=True, timeout=10,
-                             check=True).stdout
-        for link in json.loads(out):
-            for info in link.get('addr_info', []):
-                addresses.add(ipaddress.ip_address(info['local']))
-    except (OSError, ValueError, KeyError, subprocess.SubprocessError):
-        pass
-    return addresses
-
-
-def address_host(address):
-    """'v2:10.0.0.7:0/123' or '10.0.0.7:0/123' -> ip_address('10.0.0.7')."""
-    text = address.split('/', 1)[0]
-    if text.startswith(('v1:', 'v2:', 'any:')):
-        text = text.split(':', 1)[1]
-    host = text.rsplit(':', 1)[0].strip('[]')
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        return None
-
-
 # -- commands -----------------------------------------------------------------
 
 def cmd_status(conf, out):
@@ -155,10 +190,10 @@ def cmd_status(conf, out):
     client = ceph_client(conf)
     status = client.call('read the status of %s' % spec,
                          lambda cluster: cephops.image_status(cluster, spec))
-    local = local_addresses()
+    local = hostnet.local_addresses()
     domains = local_domains_using(conf, spec)
     for watcher in status['watchers']:
-        is_local = address_host(watcher['address']) in local
+        is_local = hostnet.address_host(watcher['address']) in local
         watcher['local'] = is_local
         # Ceph does not say which process a client is (its address nonce
         # is random); the candidates are the local domains using the image,
@@ -215,8 +250,8 @@ def cmd_fence(conf, out):
                 what='fence client %s' % address,
                 reason='it is not a client of %s (its clients: %s)' % (
                     spec, ', '.join(sorted(watchers)) or 'none'))
-        host = address_host(address)
-        if host in local_addresses() and not conf.command.force:
+        host = hostnet.address_host(address)
+        if host in hostnet.local_addresses() and not conf.command.force:
             raise exception.CephError(
                 what='fence client %s' % address,
                 reason="it is a client on this host (%s), presumably one of "
@@ -239,7 +274,204 @@ def cmd_fence(conf, out):
     return OK
 
 
-COMMANDS = {'status': cmd_status, 'fence': cmd_fence}
+def open_libvirt(conf):
+    """A read-write connection (QMP needs one), with a bounded wait."""
+    import threading
+
+    import libvirt
+    uri = conf.libvirt.connection_uri or 'qemu:///system'
+    box = {}
+
+    def connect():
+        try:
+            box['connection'] = libvirt.open(uri)
+        except libvirt.libvirtError as err:
+            box['error'] = err.get_error_message()
+
+    worker = threading.Thread(target=connect, daemon=True)
+    worker.start()
+    worker.join(LIBVIRT_TIMEOUT)
+    if 'connection' not in box:
+        raise exception.LibvirtError(
+            what='connect to libvirt at %s' % uri,
+            reason=box.get('error') or 'no answer within %ds'
+            % LIBVIRT_TIMEOUT)
+    return box['connection']
+
+
+def auditor(conf, connection):
+    settings = sc_conf.load(conf)
+    if conf.command.ceph_user:
+        settings = dataclasses.replace(settings,
+                                       ceph_user=conf.command.ceph_user)
+    return settings, audit.Auditor(connection, settings,
+                                   libvirt_user=conf.libvirt.rbd_user,
+                                   ceph=not conf.command.no_ceph)
+
+
+def _qemu_text(qemu):
+    if qemu is None:
+        return '-'
+    return 'direct' if qemu['direct'] else 'rbd cache on'
+
+
+def cmd_audit(conf, out):
+    connection = open_libvirt(conf)
+    try:
+        _, auditor_ = auditor(conf, connection)
+        report = auditor_.scan(conf.command.domain)
+    finally:
+        connection.close()
+    if conf.command.json:
+        out.write(json.dumps(report.report(), indent=2, sort_keys=True)
+                  + '\n')
+        return report.exit_code
+    rows = [('DOMAIN', 'STATE', 'DISK', 'IMAGE', 'DEFINED', 'QEMU',
+             'SHARED', 'FINDINGS')]
+    for d in report.disks:
+        rows.append((d.domain, 'running' if d.running else 'shut off',
+                     d.target or '?', d.image, d.cache or 'default',
+                     _qemu_text(d.qemu), 'yes' if d.shared else 'no',
+                     ', '.join('%s(%s)' % (f['code'], f['where'])
+                               for f in d.findings) or '-'))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        out.write('  '.join(c.ljust(w) for c, w in zip(r, widths))
+                  + '  ' + r[-1] + '\n')
+    for d in report.disks:
+        for f in d.findings:
+            out.write('%s %s: %s: %s\n'
+                      % (d.domain, d.target, f['code'], f['detail']))
+    for e in report.errors:
+        out.write('ERROR %s\n' % ' '.join(
+            '%s=%s' % item for item in sorted(e.items())))
+    out.write('%d domains, %d RBD disks, %d shared, %d findings, %d errors '
+              '(%.2fs)\n' % (report.domains, len(report.disks),
+                             sum(d.shared for d in report.disks),
+                             report.findings, len(report.errors),
+                             report.seconds))
+    return report.exit_code
+
+
+def cmd_fix(conf, out):
+    if not (conf.command.config or conf.command.live):
+        raise exception.UsageError(
+            reason='fix needs --config, --live or both')
+    connection = open_libvirt(conf)
+    try:
+        settings, auditor_ = auditor(conf, connection)
+        report = auditor_.scan(conf.command.domain)
+        results = _fix(conf, settings, report)
+    finally:
+        connection.close()
+    errors = report.errors + [r for r in results if r['state'] == 'error']
+    if conf.command.json:
+        out.write(json.dumps({'results': results, 'errors': report.errors},
+                             indent=2, sort_keys=True) + '\n')
+    else:
+        for r in results:
+            out.write('%s %s: %s\n' % (r['domain'], r['disk'],
+                                       _fix_text(r)))
+        for e in report.errors:
+            out.write('ERROR %s\n' % ' '.join(
+                '%s=%s' % item for item in sorted(e.items())))
+        if not results:
+            out.write('nothing to fix\n')
+    return ERROR if errors else OK
+
+
+def _fix(conf, settings, report):
+    results = []
+    cache_mode = settings.cache_mode
+    for row in report.disks:
+        live = conf.command.live and audit.needs_live_fix(row)
+        config = (conf.command.config or conf.command.live) and (
+            audit.needs_config_fix(row))
+        if not (live or config):
+            continue
+        base = {'domain': row.domain, 'disk': row.target,
+                'image': row.image}
+        if conf.command.dry_run:
+            results.append(dict(base, action='live' if live else 'config',
+                                state='would fix', findings=row.findings))
+            continue
+        try:
+            if live:
+                results.append(audit.fix_live(row, cache_mode))
+            else:
+                results.append(audit.fix_config(row, cache_mode))
+        except exception.SharedCacheError as err:
+            results.append(dict(base, action='live' if live else 'config',
+                                state='error', error=str(err)))
+    return results
+
+
+def _fix_text(r):
+    if r['state'] == 'error':
+        return 'ERROR: %s' % r['error']
+    if r['state'] == 'would fix':
+        return 'would fix (%s): %s' % (r['action'], ', '.join(
+            '%s(%s)' % (f['code'], f['where']) for f in r['findings']))
+    if r['action'] == 'config':
+        return 'definition %s%s' % (r['state'], (
+            ' (%s)' % '; '.join(r['changes'])) if r.get('changes') else
+            ' (%s)' % r['detail'] if r.get('detail') else '')
+    config = r['config']
+    return 'live %s (VM paused %.1f ms, %.0f ms in all); definition %s%s' % (
+        r['state'], r['pause_ms'], r['total_ms'], config['state'],
+        ' (%s)' % '; '.join(config['changes']) if config.get('changes')
+        else '')
+
+
+HOOK_SCRIPT = """#!/bin/sh
+# libvirt qemu hook of nova-shared-cache (nova-shared-cache install-hook).
+exec %(python)s -m nova_shared_cache.cmd.hook %(config)s"$@"
+"""
+
+
+def cmd_install_hook(conf, out):
+    directory = os.path.join(conf.command.hooks_dir, 'qemu.d')
+    path = os.path.join(directory, HOOK_NAME)
+    if conf.command.uninstall:
+        if os.path.exists(path):
+            os.unlink(path)
+            out.write('removed %s\n' % path)
+        else:
+            out.write('%s is not installed\n' % path)
+    else:
+        config = ''.join('--config-file %s ' % shlex.quote(
+            os.path.abspath(f)) for f in conf.config_file or [])
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        with open(path + '.tmp', 'w') as f:
+            f.write(HOOK_SCRIPT % {'python': shlex.quote(sys.executable),
+                                   'config': config})
+        os.chmod(path + '.tmp', 0o755)
+        os.replace(path + '.tmp', path)
+        out.write('installed %s\n' % path)
+    if conf.command.reload:
+        signalled = _reload_libvirt()
+        out.write('asked %s to read its hooks again\n' % (
+            ', '.join(signalled) or 'no running libvirtd/virtqemud'))
+    else:
+        out.write('libvirtd reads hooks when it starts or reloads '
+                  '(systemctl reload libvirtd, or --reload)\n')
+    return OK
+
+
+def _reload_libvirt():
+    import signal
+    signalled = []
+    for daemon in ('libvirtd', 'virtqemud'):
+        found = subprocess.run(['pgrep', '-x', daemon], capture_output=True,
+                               text=True, check=False).stdout.split()
+        for pid in found:
+            os.kill(int(pid), signal.SIGHUP)
+            signalled.append('%s (pid %s)' % (daemon, pid))
+    return signalled
+
+
+COMMANDS = {'status': cmd_status, 'fence': cmd_fence, 'audit': cmd_audit,
+            'fix': cmd_fix, 'install-hook': cmd_install_hook}
 
 
 def main(argv=None, out=None, err=None):

@@ -6,6 +6,7 @@ import os
 from unittest import mock
 
 from nova_shared_cache.cmd import manage
+from nova_shared_cache import hostnet
 from tests.unit import base
 from tests.unit import fakeceph
 
@@ -180,13 +181,13 @@ class ManageTest(base.TestCase):
         self.assertNotIn('Traceback', err)
 
     def test_address_host(self):
-        self.assertEqual('10.0.0.7', str(manage.address_host(
+        self.assertEqual('10.0.0.7', str(hostnet.address_host(
             '10.0.0.7:0/2041893277')))
-        self.assertEqual('10.0.0.7', str(manage.address_host(
+        self.assertEqual('10.0.0.7', str(hostnet.address_host(
             'v2:10.0.0.7:0/1')))
-        self.assertEqual('fd00::7', str(manage.address_host(
+        self.assertEqual('fd00::7', str(hostnet.address_host(
             '[fd00::7]:0/1')))
-        self.assertIsNone(manage.address_host('nonsense'))
+        self.assertIsNone(hostnet.address_host('nonsense'))
 
 
 class BlocklistParsingTest(base.TestCase):

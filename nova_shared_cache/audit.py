@@ -1,0 +1,323 @@
+"""Every RBD disk of the local libvirt domains, and what is wrong with it.
+
+A disk is *shared* when its definition says ``<shareable/>`` (Nova marks
+every multiattach volume so), when another local domain uses the same image,
+or when Ceph shows the image open by a client on another host. For a shared
+disk the audit reports:
+
+- ``caching``: QEMU runs it with librbd's cache on (``cache.direct`` false),
+  or its definition asks for a caching mode (it comes back at the next cold
+  start);
+- ``not-shareable``: its definition lacks ``<shareable/>``;
+- ``live-differs``: QEMU's state is not what the definition says (edited
+  definition, or a live switch whose definition was not fixed);
+- ``features``: the image has single-client features (exclusive-lock...).
+
+The definition is the persistent one when the domain has it, else the live
+XML. After ``fix --live`` libvirt's live XML still shows the old cache mode
+(libvirt has no way to be told); QEMU's state is what counts.
+"""
+
+import copy
+import dataclasses
+import time
+from typing import Optional
+
+from nova_shared_cache import cephclient
+from nova_shared_cache import cephops
+from nova_shared_cache import exception
+from nova_shared_cache import hostnet
+from nova_shared_cache.libvirt import domxml
+from nova_shared_cache.libvirt import livefix
+from nova_shared_cache.libvirt import qmp
+
+
+@dataclasses.dataclass
+class DiskRow:
+    domain: str
+    uuid: str
+    running: bool
+    persistent: bool
+    target: Optional[str]
+    image: str
+    serial: Optional[str]
+    cache: Optional[str]          # the definition's cache mode
+    shareable: bool               # the definition's <shareable/>
+    live_xml_cache: Optional[str] = None
+    qemu: Optional[dict] = None   # QEMU's cache state (running domains)
+    shared_by: list = dataclasses.field(default_factory=list)
+    features: Optional[list] = None
+    other_host_clients: Optional[list] = None
+    findings: list = dataclasses.field(default_factory=list)
+    # What the fixes need, not reported.
+    live: object = dataclasses.field(default=None, repr=False)
+    config: object = dataclasses.field(default=None, repr=False)
+    handle: object = dataclasses.field(default=None, repr=False)
+
+    @property
+    def shared(self):
+        return bool(self.shared_by)
+
+    def finding(self, code):
+        return [f for f in self.findings if f['code'] == code]
+
+    def report(self):
+        data = {f.name: copy.deepcopy(getattr(self, f.name))
+                for f in dataclasses.fields(self) if f.repr}
+        data['shared'] = self.shared
+        return data
+
+
+@dataclasses.dataclass
+class Report:
+    domains: int = 0
+    disks: list = dataclasses.field(default_factory=list)
+    errors: list = dataclasses.field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def findings(self):
+        return sum(len(d.findings) for d in self.disks)
+
+    @property
+    def exit_code(self):
+        return 2 if self.errors else 1 if self.findings else 0
+
+    def report(self):
+        return {'domains': self.domains,
+                'disks': [d.report() for d in self.disks],
+                'findings': self.findings, 'errors': self.errors,
+                'seconds': round(self.seconds, 3)}
+
+
+class Auditor:
+    """Reads the host once; ``scan()`` builds the Report."""
+
+    def __init__(self, connection, settings, libvirt_user=None, ceph=True,
+                 registry=None, local_addresses=None):
+        self.connection = connection
+        self.settings = settings
+        self.libvirt_user = libvirt_user
+        self.ceph = ceph
+        self.registry = registry or cephclient.REGISTRY
+        self._local = local_addresses
+
+    # -- libvirt ---------------------------------------------------------
+
+    def _domains(self, names):
+        import libvirt
+        domains = self.connection.listAllDomains()
+        if names:
+            known = {d.name(): d for d in domains}
+            missing = sorted(set(names) - set(known))
+            if missing:
+                raise exception.LibvirtError(
+                    what='find domain(s) %s' % ', '.join(missing),
+                    reason='no such domain on %s' % self.connection.getURI())
+            domains = [known[n] for n in names]
+        for domain in domains:
+            try:
+                running = bool(domain.isActive())
+                persistent = bool(domain.isPersistent())
+                live = domxml.parse(domain.XMLDesc(0))
+                config = live
+                if running and persistent:
+                    config = domxml.parse(domain.XMLDesc(
+                        libvirt.VIR_DOMAIN_XML_INACTIVE))
+            except libvirt.libvirtError as err:
+                # Gone between listing and reading: not this host's anymore.
+                if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    continue
+                raise
+            yield domain, running, persistent, live, config
+
+    def _rows(self, domain, running, persistent, live, config, errors):
+        live_disks = {d.target: d for d in domxml.rbd_disks(live)}
+        config_disks = {d.target: d for d in domxml.rbd_disks(config)}
+        if not (live_disks or config_disks):
+            return []
+        nodes = None
+        if running and live_disks:
+            nodes = self._qemu_nodes(domain, errors)
+        rows = []
+        name = domain.name()
+        for target in list(config_disks) + [
+                t for t in live_disks if t not in config_disks]:
+            defined = config_disks.get(target) or live_disks[target]
+            live_disk = live_disks.get(target) if running else None
+            rows.append(DiskRow(
+                domain=name, uuid=domain.UUIDString(), running=running,
+                persistent=persistent, target=target, image=defined.spec,
+                serial=defined.serial, cache=defined.cache,
+                shareable=defined.shareable,
+                live_xml_cache=live_disk.cache if live_disk else None,
+                qemu=(qmp.live_cache(nodes, live_disk)
+                      if nodes is not None and live_disk else None),
+                live=live_disk, config=config_disks.get(target),
+                handle=domain))
+        return rows
+
+    @staticmethod
+    def _qemu_nodes(domain, errors):
+        import libvirt
+        try:
+            return qmp.Monitor(domain).block_nodes()
+        except qmp.QmpError as err:
+            # libvirt's test driver (and other non-QEMU drivers) have no
+            # monitor: QEMU's state is then simply not known.
+            if 'not supported' in str(err.reason):
+                return None
+            errors.append({'domain': domain.name(), 'error': str(err)})
+        except libvirt.libvirtError as err:
+            errors.append({'domain': domain.name(),
+                           'error': err.get_error_message()})
+        return None
+
+    # -- Ceph -----------------------------------------------------------------
+
+    def _ceph_user(self, disk):
+        return (self.settings.ceph_user or disk.user or self.libvirt_user
+                or 'admin')
+
+    def _ceph_status(self, rows, errors):
+        seen = {}
+        for row in rows:
+            disk = row.live or row.config
+            key = (disk.image_spec, disk.mon_host, self._ceph_user(disk))
+            if key not in seen:
+                try:
+                    client = self.registry.get(
+                        self.settings.ceph_conf, key[2],
+                        self.settings.ceph_timeout, mon_host=key[1])
+                    seen[key] = client.call(
+                        'read the status of %s' % key[0],
+                        lambda c, spec=key[0]: cephops.image_status(c, spec))
+                except exception.SharedCacheError as err:
+                    seen[key] = None
+                    errors.append({'image': key[0], 'error': str(err)})
+            status = seen[key]
+            if status is None:
+                continue
+            row.features = status['single_client_features']
+            row.other_host_clients = [
+                w['address'] for w in status['watchers']
+                if hostnet.address_host(w['address']) not in self._local]
+
+    # -- the audit ------------------------------------------------------------
+
+    def scan(self, names=None):
+        started = time.monotonic()
+        report = Report()
+        rows = []
+        for found in self._domains(names):
+            report.domains += 1
+            rows.extend(self._rows(*found, errors=report.errors))
+        if self.ceph and rows:
+            if self._local is None:
+                self._local = hostnet.local_addresses()
+            self._ceph_status(rows, report.errors)
+        users = {}
+        for row in rows:
+            users.setdefault(row.image, set()).add(row.domain)
+        if names:
+            # Sharing is a host-wide question even when only some domains
+            # are asked about.
+            for _, _, _, live, config in self._domains(None):
+                name = (live.findtext('name') or '')
+                for disk in domxml.rbd_disks(live) + domxml.rbd_disks(config):
+                    users.setdefault(disk.spec, set()).add(name)
+        for row in rows:
+            judge(row, users)
+        report.disks = rows
+        report.seconds = time.monotonic() - started
+        return report
+
+
+def judge(row, users):
+    """Fill ``shared_by`` and ``findings`` of one disk."""
+    row.shared_by = []
+    if row.shareable or (row.live is not None and row.live.shareable):
+        row.shared_by.append('shareable')
+    others = sorted(users.get(row.image, set()) - {row.domain})
+    if others:
+        row.shared_by.append('local domains: %s' % ', '.join(others))
+    if row.other_host_clients:
+        row.shared_by.append('clients on other hosts: %s'
+                             % ', '.join(row.other_host_clients))
+    row.findings = []
+    if not row.shared:
+        return
+    defined_caches = domxml.caches(row.cache)
+    if row.qemu is not None and not row.qemu['direct']:
+        row.findings.append({'code': 'caching', 'where': 'qemu',
+                             'detail': "QEMU runs it with librbd's cache on"})
+    elif (row.qemu is None and row.running
+          and domxml.caches(row.live_xml_cache)):
+        row.findings.append({'code': 'caching', 'where': 'live-xml',
+                             'detail': "libvirt runs it with cache='%s'"
+                                       % (row.live_xml_cache or 'default')})
+    if defined_caches:
+        row.findings.append({'code': 'caching', 'where': 'definition',
+                             'detail': "the definition has cache='%s'"
+                                       % (row.cache or 'default')})
+    if not row.shareable:
+        row.findings.append({'code': 'not-shareable', 'where': 'definition',
+                             'detail': 'the definition lacks <shareable/>'})
+    if (row.qemu is not None and defined_caches is not None
+            and row.qemu['direct'] == defined_caches):
+        row.findings.append({
+            'code': 'live-differs', 'where': 'qemu',
+            'detail': "QEMU runs it %s, the definition says cache='%s'" % (
+                'uncached' if row.qemu['direct'] else 'cached',
+                row.cache or 'default')})
+    if row.features:
+        row.findings.append({'code': 'features', 'where': 'ceph',
+                             'detail': 'single-client features %s'
+                                       % ', '.join(row.features)})
+
+
+# -- repairs -----------------------------------------------------------
+
+def fix_config(row, cache_mode):
+    """Rewrite one disk of a persistent definition; a result dict."""
+    import libvirt
+    result = {'domain': row.domain, 'disk': row.target, 'image': row.image,
+              'action': 'config'}
+    if not row.persistent or row.config is None:
+        result.update(state='skipped', detail='transient domain: no '
+                      'persistent definition to fix')
+        return result
+    element = copy.deepcopy(row.config.element)
+    changes = domxml.fix_disk(element, cache_mode)
+    if not changes:
+        result.update(state='unchanged', changes=[])
+        return result
+    try:
+        row.handle.updateDeviceFlags(domxml.to_text(element),
+                                     libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+    except libvirt.libvirtError as err:
+        raise exception.LibvirtError(
+            what='update the definition of disk %s of domain %s'
+                 % (row.target, row.domain),
+            reason=err.get_error_message())
+    result.update(state='fixed', changes=changes)
+    return result
+
+
+def fix_live(row, cache_mode, **switch_args):
+    """Switch one running disk to direct I/O, then fix its definition."""
+    result = livefix.switch(row.handle, row.live, **switch_args)
+    done = dataclasses.asdict(result)
+    done['action'] = 'live'
+    done['config'] = (fix_config(row, cache_mode) if row.persistent
+                      else {'state': 'skipped', 'detail': 'transient domain'})
+    return done
+
+
+def needs_config_fix(row):
+    return any(f['where'] == 'definition' for f in row.findings)
+
+
+def needs_live_fix(row):
+    return any(f['code'] == 'caching' and f['where'] == 'qemu'
+               for f in row.findings)

@@ -1,0 +1,2 @@
+"""libvirt and QEMU: domain XML, QMP block-node state, the live cache switch
+and the qemu hook."""

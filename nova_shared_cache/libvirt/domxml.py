@@ -1,0 +1,162 @@
+"""RBD disks in libvirt domain XML: what they say, and the one fix.
+
+Pure functions on lxml trees; no libvirt calls. The audit, ``fix`` and the
+libvirt hook share them, so the three agree on what a caching disk is.
+"""
+
+import dataclasses
+from typing import Optional
+
+from lxml import etree
+
+#: What QEMU makes of each libvirt cache mode, as ``query-named-block-nodes``
+#: reports it: (cache.direct, cache.writeback, cache.no-flush). No cache
+#: attribute means QEMU's default, writeback. QEMU's rbd driver turns
+#: librbd's cache on exactly when cache.direct is false.
+QEMU_CACHE = {
+    None: (False, True, False),
+    'default': (False, True, False),
+    'writeback': (False, True, False),
+    'writethrough': (False, False, False),
+    'unsafe': (False, True, True),
+    'none': (True, True, False),
+    'directsync': (True, False, False),
+}
+
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True,
+                          remove_blank_text=False, huge_tree=False)
+
+
+def parse(text):
+    """An lxml tree of a domain (or libvirt status) XML document."""
+    if isinstance(text, str):
+        text = text.encode('utf-8')
+    return etree.fromstring(text, _PARSER)
+
+
+def caches(mode):
+    """True if the mode gives librbd a cache, False if not, None: unknown."""
+    if mode not in QEMU_CACHE:
+        return None
+    return not QEMU_CACHE[mode][0]
+
+
+@dataclasses.dataclass
+class RbdDisk:
+    """One ``<disk type='network'><source protocol='rbd'>`` of a domain."""
+
+    element: object = dataclasses.field(repr=False, compare=False)
+    target: Optional[str]
+    spec: str                   # pool/image as libvirt has it
+    hosts: list                 # [(host, port or None)]
+    user: Optional[str]
+    secret_uuid: Optional[str]
+    cache: Optional[str]
+    io: Optional[str]
+    discard: Optional[str]
+    shareable: bool
+    readonly: bool
+    serial: Optional[str]
+    index: Optional[str]        # <source index> (live XML: QEMU node names)
+    config_file: Optional[str]
+
+    @property
+    def caches(self):
+        return caches(self.cache)
+
+    @property
+    def pool(self):
+        return self.spec.split('/', 1)[0]
+
+    @property
+    def image(self):
+        # pool/image or pool/namespace/image, optionally @snapshot
+        return self.spec.split('/')[-1].split('@', 1)[0]
+
+    @property
+    def namespace(self):
+        parts = self.spec.split('/')
+        return parts[1] if len(parts) == 3 else None
+
+    @property
+    def snapshot(self):
+        return self.spec.split('@', 1)[1] if '@' in self.spec else None
+
+    @property
+    def image_spec(self):
+        """pool/image for Ceph calls (namespace and snapshot left out)."""
+        return '%s/%s' % (self.pool, self.image)
+
+    @property
+    def mon_host(self):
+        """librados' mon_host for the disk's monitors, or None."""
+        addresses = []
+        for host, port in self.hosts:
+            if ':' in host and not host.startswith('['):
+                host = '[%s]' % host        # IPv6
+            addresses.append('%s:%s' % (host, port) if port else host)
+        return ','.join(addresses) or None
+
+
+def rbd_disks(doc):
+    """Every RBD disk of a ``<domain>`` (or libvirt ``<domstatus>``)."""
+    domain = doc if doc.tag == 'domain' else doc.find('domain')
+    if domain is None:
+        return []
+    disks = []
+    for disk in domain.findall('./devices/disk'):
+        source = disk.find('source')
+        if (disk.get('type') != 'network' or source is None
+                or source.get('protocol') != 'rbd'
+                or disk.get('device', 'disk') not in ('disk', 'lun')
+                or not source.get('name')):
+            continue
+        driver = disk.find('driver')
+        driver = driver if driver is not None else etree.Element('driver')
+        auth = disk.find('auth')
+        secret = auth.find('secret') if auth is not None else None
+        target = disk.find('target')
+        config = source.find('config')
+        disks.append(RbdDisk(
+            element=disk,
+            target=target.get('dev') if target is not None else None,
+            spec=source.get('name'),
+            hosts=[(h.get('name'), h.get('port'))
+                   for h in source.findall('host') if h.get('name')],
+            user=auth.get('username') if auth is not None else None,
+            secret_uuid=secret.get('uuid') if secret is not None else None,
+            cache=driver.get('cache'),
+            io=driver.get('io'),
+            discard=driver.get('discard'),
+            shareable=disk.find('shareable') is not None,
+            readonly=disk.find('readonly') is not None,
+            serial=disk.findtext('serial'),
+            index=source.get('index'),
+            config_file=config.get('file') if config is not None else None))
+    return disks
+
+
+def fix_disk(element, cache_mode):
+    """Make one ``<disk>`` element a safe shared disk, in place.
+
+    Only the ``cache`` attribute of ``<driver>`` and ``<shareable/>`` change;
+    returns what changed, as text (empty: nothing to do).
+    """
+    changes = []
+    driver = element.find('driver')
+    if driver is None:
+        driver = etree.Element('driver', name='qemu')
+        element.insert(0, driver)
+    old = driver.get('cache')
+    if old != cache_mode:
+        driver.set('cache', cache_mode)
+        changes.append("cache %s -> %s" % (old or 'default', cache_mode))
+    if element.find('shareable') is None:
+        # libvirt re-formats what it stores; placement and spacing are free.
+        etree.SubElement(element, 'shareable')
+        changes.append('<shareable/> added')
+    return changes
+
+
+def to_text(element):
+    return etree.tostring(element, encoding='unicode')
