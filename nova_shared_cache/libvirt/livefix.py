@@ -37,6 +37,7 @@ from nova_shared_cache.libvirt import qmp
 
 TEMP_NODE = 'nsc-%s-storage'
 RESUME_ATTEMPTS = 3
+VIR_DOMAIN_RUNNING = 1      # libvirt's virDomainState
 
 
 @dataclasses.dataclass
@@ -188,13 +189,16 @@ class Switch:
                             before=before, after=after)
 
     def _stage1(self, fmt, secret):
-        import libvirt
-        self.monitor('blockdev-add', **storage_options(
-            self.disk, self.temp_node, secret))
+        try:
+            self.monitor('blockdev-add', **storage_options(
+                self.disk, self.temp_node, secret))
+        except qmp.QmpError as err:
+            raise self.error('the uncached node could not be opened, '
+                             'nothing changed: %s' % err.reason)
         paused_here = moved = False
         pause_started = self.clock()
         try:
-            if self.domain.state()[0] == libvirt.VIR_DOMAIN_RUNNING:
+            if self.domain.state()[0] == VIR_DOMAIN_RUNNING:
                 self.domain.suspend()       # drains and flushes every disk
                 paused_here = True
             self.monitor('blockdev-reopen', options=[

@@ -60,6 +60,9 @@ class OptionValidationTest(base.TestCase):
     def test_invalid_sharing_guard(self):
         self._assert_refused('sharing_guard', 'deny')
 
+    def test_invalid_hook_mode(self):
+        self._assert_refused('hook_mode', 'block')
+
     def test_ceph_timeout_below_one(self):
         self._assert_refused('ceph_timeout', '0',
                              says='greater than or equal to 1')
@@ -100,7 +103,7 @@ class OptionValidationTest(base.TestCase):
             sc_conf.Settings('none', ('rbd',), rbd_feature_policy='enforce',
                              sharing_guard='refuse',
                              ceph_conf='/etc/ceph/ceph.conf', ceph_user=None,
-                             ceph_timeout=10),
+                             ceph_timeout=10, hook_mode='fix'),
             sc_conf.load(sc_driver.CONF))
 
 
@@ -110,8 +113,8 @@ class ListOptsTest(base.TestCase):
         [(group, opts)] = sc_conf.list_opts()
         self.assertEqual('shared_cache', group.name)
         self.assertEqual(['cache_mode', 'enabled_backends',
-                          'rbd_feature_policy', 'sharing_guard', 'ceph_conf',
-                          'ceph_user', 'ceph_timeout'],
+                          'rbd_feature_policy', 'sharing_guard', 'hook_mode',
+                          'ceph_conf', 'ceph_user', 'ceph_timeout'],
                          [o.name for o in opts])
         for copy, orig in zip(opts, sc_conf.shared_cache_opts):
             self.assertIsNot(copy, orig)

@@ -12,6 +12,10 @@ RAISED_WITH = {
     exception.CephError: {'what': 'connect', 'reason': 'timed out'},
     exception.AttachRefused: {'volume_id': 'v1', 'volume': 'pool/img',
                               'instance': 'i1', 'reason': 'features'},
+    exception.LibvirtError: {'what': 'connect to libvirt', 'reason': 'down'},
+    exception.LiveSwitchError: {'domain': 'instance-1', 'disk': 'vdb',
+                                'reason': 'rolled back'},
+    exception.UsageError: {'reason': 'fix needs --config'},
 }
 
 

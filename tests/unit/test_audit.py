@@ -1,0 +1,277 @@
+"""audit and fix through the CLI, on fake libvirt domains and fake Ceph.
+
+The domains here have the XML libvirt would report and a fake QMP block
+graph; what the real libvirt and QEMU do is in tests/integration/
+test_repair.py.
+"""
+
+import io
+import json
+import os
+import sys
+from unittest import mock
+
+from lxml import etree
+from nova.tests.fixtures import libvirt as fakelibvirt
+
+from nova_shared_cache import audit
+from nova_shared_cache.cmd import manage
+from nova_shared_cache.libvirt import domxml
+from tests.unit import base
+from tests.unit import fakeceph
+
+SPEC = base.RBD_CONNECTION_INFO['data']['name']
+OTHER_SPEC = 'volumes/volume-other'
+REMOTE = {'addr': '10.0.0.7:0/2041893277', 'id': 9001, 'cookie': 1}
+
+DOMAIN = """<domain type='kvm'><name>{name}</name><uuid>{uuid}</uuid>
+<devices>
+<disk type='file' device='disk'><source file='/x/disk'/>
+  <target dev='vda'/></disk>
+<disk type='network' device='disk'>
+  <driver name='qemu' type='raw'{cache}/>
+  <auth username='cinder'><secret type='ceph' uuid='s'/></auth>
+  <source protocol='rbd' name='{spec}'{index}>
+    <host name='127.0.0.1' port='3300'/></source>
+  <target dev='vdb' bus='virtio'/>{shareable}
+</disk></devices></domain>"""
+
+
+def xml(name, spec=SPEC, cache='writeback', shareable=False, index=None):
+    return DOMAIN.format(name=name, uuid='uuid-' + name, spec=spec,
+                         cache=" cache='%s'" % cache if cache else '',
+                         index=" index='%s'" % index if index else '',
+                         shareable='<shareable/>' if shareable else '')
+
+
+class FakeDomain:
+
+    def __init__(self, name, live=None, config=None, running=True,
+                 persistent=True, direct=False):
+        self._name = name
+        self.live = live or xml(name, index='2')
+        self.config = config or xml(name)
+        self.running = running
+        self.persistent = persistent
+        self.direct = direct
+        self.updates = []
+
+    def name(self):
+        return self._name
+
+    def UUIDString(self):
+        return 'uuid-' + self._name
+
+    def isActive(self):
+        return self.running
+
+    def isPersistent(self):
+        return self.persistent
+
+    def XMLDesc(self, flags=0):
+        if flags & fakelibvirt.VIR_DOMAIN_XML_INACTIVE or not self.running:
+            return self.config
+        return self.live
+
+    def updateDeviceFlags(self, disk_xml, flags):
+        assert flags == fakelibvirt.VIR_DOMAIN_AFFECT_CONFIG
+        self.updates.append(disk_xml)
+        doc = etree.fromstring(self.config)
+        devices = doc.find('devices')
+        new = etree.fromstring(disk_xml)
+        for old in devices.findall('disk'):
+            if old.find('target').get('dev') == new.find(
+                    'target').get('dev'):
+                devices.replace(old, new)
+        self.config = etree.tostring(doc, encoding='unicode')
+
+
+class FakeMonitor:
+
+    def __init__(self, domain):
+        self.domain = domain
+        self.name = domain.name()
+
+    def block_nodes(self):
+        cache = {'direct': self.domain.direct, 'writeback': True,
+                 'no-flush': False}
+        return {'libvirt-2-storage': {'node-name': 'libvirt-2-storage',
+                                      'drv': 'rbd', 'cache': cache}}
+
+
+class FakeConnection:
+
+    def __init__(self, domains):
+        self.domains = domains
+
+    def listAllDomains(self):
+        return list(self.domains)
+
+    def getURI(self):
+        return 'qemu:///system'
+
+    def close(self):
+        pass
+
+
+class AuditTest(base.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        conf_dir = os.path.dirname(base.sc_driver.CONF.shared_cache.ceph_conf)
+        self.nova_conf = os.path.join(conf_dir, 'nova.conf')
+        with open(self.nova_conf, 'w') as f:
+            f.write('[shared_cache]\nceph_conf = %s\nceph_user = cinder\n'
+                    % base.sc_driver.CONF.shared_cache.ceph_conf)
+        self.ceph.add_image(SPEC, features=fakeceph.CINDER_MULTIATTACH)
+        self.ceph.add_image(OTHER_SPEC, features=fakeceph.CINDER_MULTIATTACH)
+        self.useFixture(base.fixtures.MonkeyPatch(
+            'sys.modules', dict(sys.modules, libvirt=fakelibvirt)))
+        self.useFixture(base.fixtures.MockPatch(
+            'nova_shared_cache.libvirt.qmp.Monitor', FakeMonitor))
+        self.useFixture(base.fixtures.MockPatch(
+            'nova_shared_cache.hostnet.local_addresses',
+            return_value={manage.hostnet.address_host('127.0.0.1:0/1')}))
+        self.domains = []
+        self.useFixture(base.fixtures.MockPatch(
+            'nova_shared_cache.cmd.manage.open_libvirt',
+            side_effect=lambda conf: FakeConnection(self.domains)))
+
+    def run_cli(self, *args):
+        out, err = io.StringIO(), io.StringIO()
+        rc = manage.main(['--config-file', self.nova_conf] + list(args),
+                         out=out, err=err)
+        return rc, out.getvalue(), err.getvalue()
+
+    def audit(self, *args):
+        rc, out, err = self.run_cli('audit', '--json', *args)
+        self.assertEqual('', err)
+        return rc, json.loads(out)
+
+    def findings(self, report, name):
+        (row,) = [d for d in report['disks'] if d['domain'] == name]
+        return {(f['code'], f['where']) for f in row['findings']}
+
+    def test_clean_host(self):
+        self.domains = [FakeDomain('a', xml('a', cache='none',
+                                            shareable=True, index='2'),
+                                   xml('a', cache='none', shareable=True),
+                                   direct=True)]
+        rc, report = self.audit()
+        self.assertEqual(0, rc)
+        self.assertEqual(0, report['findings'])
+        self.assertEqual(['shareable'], report['disks'][0]['shared_by'])
+
+    def test_two_local_domains_on_one_image(self):
+        self.domains = [FakeDomain('a'), FakeDomain('b'),
+                        FakeDomain('c', xml('c', spec=OTHER_SPEC, index='2'),
+                                   xml('c', spec=OTHER_SPEC))]
+        rc, report = self.audit()
+        self.assertEqual(1, rc)
+        expected = {('caching', 'qemu'), ('caching', 'definition'),
+                    ('not-shareable', 'definition')}
+        self.assertEqual(expected, self.findings(report, 'a'))
+        self.assertEqual(expected, self.findings(report, 'b'))
+        self.assertEqual(set(), self.findings(report, 'c'))
+        # Asking about one domain still sees the other one.
+        rc, report = self.audit('--domain', 'a')
+        self.assertEqual(['a'], [d['domain'] for d in report['disks']])
+        self.assertEqual(expected, self.findings(report, 'a'))
+
+    def test_a_client_on_another_host_makes_it_shared(self):
+        self.ceph.add_image(SPEC, features=fakeceph.DEFAULT_FEATURES,
+                            watchers=[REMOTE])
+        self.domains = [FakeDomain('a')]
+        rc, report = self.audit()
+        self.assertEqual(1, rc)
+        self.assertIn(('features', 'ceph'), self.findings(report, 'a'))
+        self.assertEqual(['clients on other hosts: 10.0.0.7:0/2041893277'],
+                         report['disks'][0]['shared_by'])
+        # Without Ceph nobody knows.
+        rc, report = self.audit('--no-ceph')
+        self.assertEqual((0, []), (rc, report['disks'][0]['shared_by']))
+
+    def test_live_differs_from_definition(self):
+        self.domains = [FakeDomain(
+            'a', config=xml('a', cache='none', shareable=True))]
+        rc, report = self.audit()
+        self.assertEqual({('caching', 'qemu'), ('live-differs', 'qemu')},
+                         self.findings(report, 'a'))
+
+    def test_shut_off_domain_is_judged_on_its_definition(self):
+        self.domains = [FakeDomain('a', running=False, config=xml(
+            'a', cache=None, shareable=True))]
+        rc, report = self.audit()
+        self.assertEqual({('caching', 'definition')},
+                         self.findings(report, 'a'))
+        self.assertIsNone(report['disks'][0]['qemu'])
+
+    def test_ceph_error_is_exit_2_with_the_rest_reported(self):
+        self.domains = [FakeDomain('a', xml('a', spec='volumes/missing',
+                                            index='2'),
+                                   xml('a', spec='volumes/missing',
+                                       shareable=True))]
+        rc, report = self.audit()
+        self.assertEqual(2, rc)
+        self.assertEqual('volumes/missing', report['errors'][0]['image'])
+        self.assertIn(('caching', 'qemu'), self.findings(report, 'a'))
+
+    def test_unknown_domain_is_an_error_before_anything(self):
+        self.domains = [FakeDomain('a')]
+        rc, out, err = self.run_cli('fix', '--config', '--domain', 'nope')
+        self.assertEqual(2, rc)
+        self.assertIn('find domain(s) nope: no such domain', err)
+        self.assertEqual([], self.domains[0].updates)
+
+    def test_human_table(self):
+        self.domains = [FakeDomain('a'), FakeDomain('b')]
+        rc, out, err = self.run_cli('audit')
+        self.assertEqual(1, rc)
+        lines = out.splitlines()
+        self.assertEqual(['DOMAIN', 'STATE', 'DISK', 'IMAGE', 'DEFINED',
+                          'QEMU', 'SHARED', 'FINDINGS'], lines[0].split())
+        self.assertIn('rbd cache on', lines[1])
+        self.assertTrue(lines[-1].startswith('2 domains, 2 RBD disks, 2 '
+                                             'shared, 6 findings, 0 errors'))
+
+    def test_fix_config_changes_only_the_shared_disk(self):
+        self.domains = [FakeDomain('a'), FakeDomain('b'),
+                        FakeDomain('c', xml('c', spec=OTHER_SPEC, index='2'),
+                                   xml('c', spec=OTHER_SPEC))]
+        rc, out, err = self.run_cli('fix', '--config', '--json')
+        self.assertEqual(0, rc, err)
+        results = json.loads(out)['results']
+        self.assertEqual([('a', 'fixed'), ('b', 'fixed')],
+                         [(r['domain'], r['state']) for r in results])
+        for dom in self.domains[:2]:
+            (disk,) = domxml.rbd_disks(domxml.parse(dom.config))
+            self.assertEqual(('none', True), (disk.cache, disk.shareable))
+        self.assertEqual([], self.domains[2].updates)
+        # Once fixed, the definitions are clean; QEMU still caches.
+        rc, report = self.audit()
+        self.assertEqual({('caching', 'qemu'), ('live-differs', 'qemu')},
+                         self.findings(report, 'a'))
+
+    def test_fix_config_skips_transient_domains(self):
+        self.domains = [FakeDomain('a', persistent=False,
+                                   config=xml('a', index='2')),
+                        FakeDomain('b')]
+        rc, out, _ = self.run_cli('fix', '--config', '--json')
+        results = {r['domain']: r for r in json.loads(out)['results']}
+        self.assertEqual('skipped', results['a']['state'])
+        self.assertEqual('fixed', results['b']['state'])
+
+    def test_dry_run_changes_nothing(self):
+        self.domains = [FakeDomain('a'), FakeDomain('b')]
+        with mock.patch.object(audit.livefix, 'switch') as switch:
+            rc, out, _ = self.run_cli('fix', '--live', '--config',
+                                      '--dry-run')
+        self.assertEqual(0, rc)
+        self.assertIn('would fix (live)', out)
+        switch.assert_not_called()
+        self.assertEqual([], self.domains[0].updates)
+
+    def test_fix_needs_a_mode(self):
+        rc, _, err = self.run_cli('fix')
+        self.assertEqual(2, rc)
+        self.assertIn('fix needs --config, --live or both', err)
