@@ -15,8 +15,8 @@ import pytest
 
 from nova_shared_cache.cmd import manage
 from nova_shared_cache.embedded import guest as guest_image
-from nova_shared_cache.libvirt import qmp
 from nova_shared_cache.libvirt import domxml
+from nova_shared_cache.libvirt import qmp
 
 HOOK = os.path.join(manage.HOOKS_DIR, 'qemu.d', manage.HOOK_NAME)
 

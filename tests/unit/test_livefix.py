@@ -92,8 +92,8 @@ class FakeQemu:
         del self.nodes[name]
 
     def block_nodes(self):
-        return {n['node-name']: n for n in self('query-named-block-nodes',
-                                                 flat=True)}
+        nodes = self('query-named-block-nodes', flat=True)
+        return {n['node-name']: n for n in nodes}
 
     def devices(self):
         return self('query-block')
