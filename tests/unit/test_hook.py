@@ -182,3 +182,17 @@ class MainTest(unittest.TestCase):
             '[shared_cache]\nhook_mode = maybe\n')
         self.assertEqual(0, code)
         self.assertIn('hook_mode', err)
+
+
+class FastPathTest(unittest.TestCase):
+
+    def test_same_operations_as_the_hook(self):
+        from nova_shared_cache.cmd import hook as cmd_hook
+        self.assertEqual(hook.ACTS_ON, cmd_hook.ACTS_ON)
+
+    def test_operation(self):
+        from nova_shared_cache.cmd import hook as cmd_hook
+        self.assertEqual('prepare', cmd_hook.operation(
+            ['--config-file', 'a', '--config-file', 'b', 'd', 'prepare',
+             'begin', '-']))
+        self.assertIsNone(cmd_hook.operation(['d']))
