@@ -294,7 +294,7 @@ def open_libvirt(conf):
     if 'connection' not in box:
         raise exception.LibvirtError(
             what='connect to libvirt at %s' % uri,
-            reason=box.get('error') or 'no answer within %ds'
+            reason=box.get('error') or 'no answer within %ss'
             % LIBVIRT_TIMEOUT)
     return box['connection']
 

@@ -9,6 +9,8 @@ import io
 import json
 import os
 import sys
+import threading
+import time
 from unittest import mock
 
 from lxml import etree
@@ -16,6 +18,7 @@ from nova.tests.fixtures import libvirt as fakelibvirt
 
 from nova_shared_cache import audit
 from nova_shared_cache.cmd import manage
+from nova_shared_cache import exception
 from nova_shared_cache.libvirt import domxml
 from tests.unit import base
 from tests.unit import fakeceph
@@ -275,3 +278,32 @@ class AuditTest(base.TestCase):
         rc, _, err = self.run_cli('fix')
         self.assertEqual(2, rc)
         self.assertIn('fix needs --config, --live or both', err)
+
+
+class OpenLibvirtTest(base.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.useFixture(base.fixtures.MonkeyPatch(
+            'sys.modules', dict(sys.modules, libvirt=fakelibvirt)))
+        self.conf = manage.make_conf(['audit'])
+
+    def test_refused_connection_names_the_uri(self):
+        def refuse(uri):
+            raise fakelibvirt.libvirtError('Failed to connect socket')
+        with mock.patch.object(fakelibvirt, 'open', refuse, create=True):
+            err = self.assertRaises(exception.LibvirtError,
+                                    manage.open_libvirt, self.conf)
+        self.assertIn('connect to libvirt at qemu:///system', str(err))
+
+    def test_a_hung_daemon_is_waited_for_a_bounded_time(self):
+        release = threading.Event()
+        self.addCleanup(release.set)
+        with mock.patch.object(fakelibvirt, 'open',
+                               lambda uri: release.wait(30), create=True), \
+                mock.patch.object(manage, 'LIBVIRT_TIMEOUT', 0.3):
+            started = time.monotonic()
+            err = self.assertRaises(exception.LibvirtError,
+                                    manage.open_libvirt, self.conf)
+        self.assertLess(time.monotonic() - started, 5)
+        self.assertIn('no answer within', str(err))
