@@ -44,7 +44,7 @@ def main():
     parser.add_argument('--vms', type=int, default=2)
     args = parser.parse_args()
     stack = embedded_stack.Stack()
-    stack.secret_uuid = stack.libvirt._state().get('secret_uuid')
+    stack.secret_uuid = stack.libvirt.secret_uuid()
     if not stack.secret_uuid:
         sys.exit('the embedded stack is not up: tools/stack up')
     compute = compute_harness.Compute(extension=False,

@@ -20,26 +20,29 @@ class Stack:
         self.libvirt = virt.Libvirt(self.root)
         self.secret_uuid = None
 
-    def up(self):
+    def up(self, guest_image=True, secret_uuid=None):
         if os.geteuid() != 0:
             raise common.StackError(reason="run as root (libvirtd, Ceph "
                                            "daemons, /etc/ceph/ceph.conf)")
         os.makedirs(self.root, exist_ok=True)
         os.chmod(self.root, 0o755)
-        guest.build()
+        if guest_image:
+            guest.build()
         clientconf.remove_stale()
         self.ceph.up()
         self.ceph.write_client_conf()
         self.libvirt.up()
         key_file = self.ceph.write_key_file()
         try:
-            self.secret_uuid = self.libvirt.ensure_secret(key_file)
+            self.secret_uuid = self.libvirt.ensure_secret(key_file,
+                                                          secret_uuid)
         finally:
             os.unlink(key_file)
         return self
 
-    def down(self):
-        self.libvirt.down(compute_harness.DOMAIN_PREFIX)
+    def down(self, domains=True):
+        # Outside the test harness (devstack) the domains are Nova's own.
+        self.libvirt.down(compute_harness.DOMAIN_PREFIX if domains else None)
         self.ceph.down()
         clientconf.remove_stale()
 
@@ -55,18 +58,32 @@ def main(argv=None):
     """``tools/stack up|down|status``: the embedded stack on its own."""
     import argparse
     parser = argparse.ArgumentParser(prog='tools/stack')
-    parser.add_argument('action', choices=('up', 'down', 'status'))
+    parser.add_argument('action', choices=('up', 'down', 'status', 'info'))
+    parser.add_argument('--no-guest-image', action='store_true',
+                        help='up: do not build the test guest')
+    parser.add_argument('--secret-uuid',
+                        help='up: the uuid of the libvirt ceph secret')
+    parser.add_argument('--keep-domains', action='store_true',
+                        help="down: leave libvirt's domains alone")
     args = parser.parse_args(argv)
     stack = Stack()
     try:
         if args.action == 'up':
-            stack.up()
+            stack.up(guest_image=not args.no_guest_image,
+                     secret_uuid=args.secret_uuid)
             common.progress('stack up under %s (secret %s); '
                             '"tools/stack down" removes it'
                             % (stack.root, stack.secret_uuid))
         elif args.action == 'down':
-            stack.down()
+            stack.down(domains=not args.keep_domains)
             common.progress('stack down')
+        elif args.action == 'info':
+            # What a deployment tool (devstack) configures Cinder and Nova
+            # with; no key.
+            print('client_conf=%s\npool=%s\nuser=%s\nsecret_uuid=%s\n'
+                  'mon_host=127.0.0.1:%s' % (
+                      stack.ceph.client_conf, ceph.POOL, ceph.CLIENT,
+                      stack.libvirt.secret_uuid() or '', stack.ceph.port))
         else:
             ceph_up, virt_up = stack.ceph.is_up(), stack.libvirt.is_up()
             state = {True: 'up', False: 'down'}

@@ -73,12 +73,24 @@ class Libvirt:
                     'mount --bind /dev/null /dev/kvm && exec libvirtd -d']
         return ['libvirtd', '-d']
 
-    def ensure_secret(self, key_file):
-        """A ceph secret holding the client key; returns its uuid."""
+    def secret_uuid(self):
+        return self._state().get('secret_uuid') or None
+
+    def ensure_secret(self, key_file, wanted=None):
+        """A ceph secret holding the client key; returns its uuid.
+
+        ``wanted``: the uuid it must have (a deployment tool that already
+        wrote it into cinder.conf); an existing secret of this stack with
+        another uuid is replaced.
+        """
         state = self._state()
-        secret_uuid = state.get('secret_uuid')
+        secret_uuid = state.get('secret_uuid') or self._find_secret()
+        if secret_uuid and wanted and secret_uuid != wanted:
+            self.virsh('secret-undefine', secret_uuid, check=False)
+            secret_uuid = None
         if not secret_uuid:
-            secret_uuid = self._find_secret() or self._define_secret()
+            secret_uuid = self._define_secret(wanted)
+        if state.get('secret_uuid') != secret_uuid:
             state['secret_uuid'] = secret_uuid
             self._save(state)
         # --file takes the base64 text a cephx key already is; the key never
@@ -95,8 +107,8 @@ class Libvirt:
                 return parts[0]
         return None
 
-    def _define_secret(self):
-        secret_uuid = str(uuid.uuid4())
+    def _define_secret(self, secret_uuid=None):
+        secret_uuid = secret_uuid or str(uuid.uuid4())
         xml = ("<secret ephemeral='no' private='yes'><uuid>%s</uuid>"
                "<usage type='ceph'><name>%s</name></usage></secret>"
                % (secret_uuid, SECRET_USAGE))
@@ -120,7 +132,8 @@ class Libvirt:
     def down(self, domain_prefix):
         state = self._state()
         if self.is_up():
-            self.remove_domains(self.domains(domain_prefix))
+            if domain_prefix:
+                self.remove_domains(self.domains(domain_prefix))
             secret_uuid = state.get('secret_uuid') or self._find_secret()
             if secret_uuid:
                 self.virsh('secret-undefine', secret_uuid, check=False)
