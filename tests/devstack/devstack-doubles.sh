@@ -70,8 +70,9 @@ function trueorfalse {
     esac
 }
 
-# is_service_enabled service...: any of them in ENABLED_SERVICES (and the
-# "nova" alias of any n-* service, as devstack has it)
+# is_service_enabled service...: any of them in ENABLED_SERVICES; "nova"
+# for any n-* service (functions-common) and "cinder" for any c-* service
+# (is_cinder_enabled from lib/cinder, which devstack consults)
 function is_service_enabled {
     local service
     for service in "$@"; do
