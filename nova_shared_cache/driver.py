@@ -46,6 +46,7 @@ _NEW_ATTACHMENT = contextvars.ContextVar('nova_shared_cache_new_attachment',
 # Nova 34 _get_volume_config(connection_info, disk_info).
 _VOLUME_CONFIG_PARAMS = compat.positional_parameters(
     libvirt_driver.LibvirtDriver._get_volume_config)
+_VOLUME_CONFIG_HAS_INSTANCE = 'instance' in _VOLUME_CONFIG_PARAMS
 
 
 @contextlib.contextmanager
@@ -70,10 +71,10 @@ class LibvirtSharedCacheDriver(libvirt_driver.LibvirtDriver):
         self._shared_settings = sc_conf.load(CONF)
         self._shared_backends = backends.load(
             self._shared_settings.enabled_backends, CONF)
-        # Disk configs built from a volume, mapped to its connection_info:
-        # _get_guest_storage_config calls _set_cache_mode a second time on
-        # each volume disk, outside _get_volume_config.
-        self._volume_disks = weakref.WeakKeyDictionary()
+        # Shared disk configs built from a volume, mapped to what the policy
+        # found: _get_guest_storage_config calls _set_cache_mode a second
+        # time on each volume disk, outside _get_volume_config.
+        self._shared_disks = weakref.WeakKeyDictionary()
         super().__init__(virtapi, read_only)
         settings = self._shared_settings
         LOG.info("nova-shared-cache enabled: cache_mode=%(mode)s, "
@@ -84,35 +85,45 @@ class LibvirtSharedCacheDriver(libvirt_driver.LibvirtDriver):
     # -- the XML path -----------------------------------------------------
 
     def _get_volume_config(self, *args, **kwargs):
-        connection_info = compat.argument(
-            _VOLUME_CONFIG_PARAMS, 'connection_info', args, kwargs)
-        instance = compat.argument(
-            _VOLUME_CONFIG_PARAMS, 'instance', args, kwargs)
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(_scope(_CONNECTION_INFO, connection_info))
-            if instance is not None:
-                stack.enter_context(_instance_scope(instance))
+        # Plain set/reset rather than context managers: this runs for every
+        # volume disk Nova configures (benchmarks/xml_path.py).
+        info_token = _CONNECTION_INFO.set(compat.argument(
+            _VOLUME_CONFIG_PARAMS, 'connection_info', args, kwargs))
+        instance = (compat.argument(_VOLUME_CONFIG_PARAMS, 'instance', args,
+                                    kwargs)
+                    if _VOLUME_CONFIG_HAS_INSTANCE else None)
+        uuid_token = (_INSTANCE_UUID.set(getattr(instance, 'uuid', None))
+                      if instance is not None else None)
+        try:
             return super()._get_volume_config(*args, **kwargs)
+        finally:
+            if uuid_token is not None:
+                _INSTANCE_UUID.reset(uuid_token)
+            _CONNECTION_INFO.reset(info_token)
 
     def _set_cache_mode(self, conf):
-        on_entry = self._snapshot(conf)
         super()._set_cache_mode(conf)
-
+        # Nova has decided; the policy overrides it on shared disks only.
+        # Inside _get_volume_config the disk is new (first pass); a disk
+        # seen again (the second pass in _get_guest_storage_config) was
+        # classified and logged then, and Nova has just reset its cache.
         connection_info = _CONNECTION_INFO.get()
-        if connection_info is not None:
-            self._volume_disks[conf] = connection_info
+        first_pass = connection_info is not None
+        if first_pass:
+            shared = policy.classify(connection_info, self._shared_backends)
+            if shared is None:
+                return
+            self._shared_disks[conf] = shared
         else:
-            connection_info = self._volume_disks.get(conf)
-        shared = policy.classify(connection_info, self._shared_backends)
-        if shared is None:
-            return
-
-        novas_choice = self._snapshot(conf)
+            shared = self._shared_disks.get(conf)
+            if shared is None:
+                return
         changes = policy.plan(conf, self._shared_settings.cache_mode, shared)
+        if not changes:
+            return
+        novas_cache = conf.driver_cache
         policy.apply(conf, changes)
-        # A disk seen again (the second pass in _get_guest_storage_config)
-        # was already enforced and logged; Nova just reset it in between.
-        if changes and self._snapshot(conf) != on_entry:
+        if first_pass:
             LOG.info(
                 "Shared disk enforced for instance %(instance)s: volume "
                 "%(volume_id)s (backend %(backend)s, %(volume)s), cache "
@@ -121,16 +132,11 @@ class LibvirtSharedCacheDriver(libvirt_driver.LibvirtDriver):
                  'volume_id': shared.volume_id,
                  'backend': shared.backend,
                  'volume': shared.volume,
-                 'old': novas_choice['driver_cache'],
+                 'old': novas_cache,
                  'new': conf.driver_cache,
                  'more': ''.join('; %s %s -> %s' % (c.attr, c.old, c.new)
                                  for c in changes
                                  if c.attr != 'driver_cache')})
-
-    @staticmethod
-    def _snapshot(conf):
-        return {attr: getattr(conf, attr, None)
-                for attr in policy.ENFORCED_ATTRS}
 
     # -- the connect-time hook --------------------------------------------
 

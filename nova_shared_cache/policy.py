@@ -14,8 +14,7 @@ backend owns the volume. Such a disk must be:
   produces are O_DIRECT, so the io Nova chose is kept.
 """
 
-import dataclasses
-from typing import Iterable, Optional
+from typing import Iterable, NamedTuple, Optional
 
 from nova_shared_cache import conf as sc_conf
 from nova_shared_cache import exception
@@ -26,8 +25,9 @@ DIRECT_IO_CACHE_MODES = frozenset(sc_conf.CACHE_MODES)
 ENFORCED_ATTRS = ('shareable', 'driver_cache', 'driver_format')
 
 
-@dataclasses.dataclass(frozen=True)
-class SharedDisk:
+# NamedTuples, not dataclasses: both are made on every volume disk Nova
+# configures, and a tuple is several times cheaper to create.
+class SharedDisk(NamedTuple):
     """A disk the policy applies to, and who it belongs to."""
 
     backend: str
@@ -35,8 +35,7 @@ class SharedDisk:
     volume: str
 
 
-@dataclasses.dataclass(frozen=True)
-class Change:
+class Change(NamedTuple):
     """One attribute of a ``LibvirtConfigGuestDisk`` that must change."""
 
     attr: str
@@ -91,9 +90,8 @@ def plan(disk, cache_mode, shared: SharedDisk) -> list:
                    "several instances, a format layer caches metadata in "
                    "each QEMU process" % fmt)
 
-    wanted = dict(zip(ENFORCED_ATTRS, (True, cache_mode, 'raw')))
     return [Change(attr, getattr(disk, attr, None), value)
-            for attr, value in wanted.items()
+            for attr, value in zip(ENFORCED_ATTRS, (True, cache_mode, 'raw'))
             if getattr(disk, attr, None) != value]
 
 
