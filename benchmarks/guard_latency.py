@@ -1,80 +1,105 @@
-"""Added attach latency of the RBD backend's Ceph-side guard.
+"""Time the Ceph-side guard adds to an attach, on the real cluster.
 
-Run as root with the embedded stack up (``tools/stack up``), in a venv that
-has nova-shared-cache and the system Ceph bindings (the tox ``integration``
-env has both)::
+Times the driver's connect step of an attach (``_connect_volume``, where
+the guard runs before Nova connects the volume) with stock Nova's
+``LibvirtDriver`` and with ``LibvirtSharedCacheDriver``, on the same
+Cinder-made volume of the embedded cluster, under Nova's fake libvirt (the
+connect step of an RBD volume does not call libvirt). The extension runs
+two checks:
 
-    python benchmarks/guard_latency.py [--runs 200]
+- a multiattach volume: the image is opened read-only and its features
+  read (the single-client feature check);
+- a volume that is not multiattach, newly attached: the same plus its
+  watchers listed (``sharing_guard``).
 
-Times ``RbdBackend.on_connect`` (what the driver adds before Nova connects a
-volume) on a Cinder-made multiattach image: the first call (connecting to
-the cluster) and then the repeated calls on the cached connection; and the
-sharing-guard check of a non-multiattach volume (watchers listed).
+Both use the process's cached Ceph connection; the three variants
+alternate trial by trial and the added time is the difference of the
+medians. The first attach of a process also connects to the cluster: the
+cold figure repeats that with a fresh connection each time. Run as root
+with the embedded stack up (``tools/stack up``), in a venv with
+nova-shared-cache and the system Ceph bindings (the tox ``bench`` env)::
+
+    python benchmarks/guard_latency.py [--trials 15] [--calls 40] [--cold 10]
 """
 
-import argparse
 import statistics
 import time
 import uuid
 
-from oslo_config import cfg
-
-from nova_shared_cache.backends import rbd
+import benchlib
 from nova_shared_cache import cephclient
-from nova_shared_cache import conf as sc_conf
 from nova_shared_cache.embedded import ceph
+import novaenv
 
 
-def backend(cluster):
-    conf = cfg.ConfigOpts()
-    sc_conf.register_opts(conf)
-    conf([], default_config_files=[])
-    conf.set_override('ceph_conf', cluster.client_conf, 'shared_cache')
-    return rbd.RbdBackend(conf, registry=cephclient.Registry())
-
-
-def timed(function, runs):
-    samples = []
-    for _ in range(runs):
-        started = time.perf_counter()
+def per_call_ms(function, calls):
+    started = time.perf_counter()
+    for _ in range(calls):
         function()
-        samples.append((time.perf_counter() - started) * 1000)
-    return samples
-
-
-def row(name, samples):
-    samples = sorted(samples)
-    p90 = samples[int(len(samples) * 0.9) - 1] if len(samples) > 1 else \
-        samples[0]
-    return '| %s | %d | %.2f | %.2f | %.2f | %.2f |' % (
-        name, len(samples), statistics.median(samples), p90, samples[0],
-        samples[-1])
+    return (time.perf_counter() - started) / calls * 1000
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument('--runs', type=int, default=200)
+    parser = benchlib.parser(__doc__.split('\n')[0])
+    parser.add_argument('--trials', type=int, default=15)
+    parser.add_argument('--calls', type=int, default=40)
+    parser.add_argument('--cold', type=int, default=10)
     args = parser.parse_args()
     cluster = ceph.Cluster()
+    if not cluster.is_up():
+        raise SystemExit('the embedded Ceph is not up: tools/stack up')
     volume_id = str(uuid.uuid4())
-    cluster.create_multiattach_volume(volume_id)
+    spec = cluster.create_multiattach_volume(volume_id)
     shared = cluster.connection_info(volume_id, 'unused')
     plain = cluster.connection_info(volume_id, 'unused', multiattach=False)
     try:
-        guard = backend(cluster)
-        cold = timed(lambda: guard.on_connect(None, shared, None, shared=True,
-                                              new_attachment=True), 1)
-        warm = timed(lambda: guard.on_connect(None, shared, None, shared=True,
-                                              new_attachment=True), args.runs)
-        watchers = timed(lambda: guard.on_connect(
-            None, plain, None, shared=False, new_attachment=True), args.runs)
+        with novaenv.fake_libvirt(ceph_conf=cluster.client_conf):
+            inst = novaenv.instance()
+            stock = novaenv.stock_driver()
+            ours = novaenv.extension_driver()
+            guard = ours._shared_backends[0]
+            variants = {
+                'stock': novaenv.connect_path(stock, inst, shared),
+                'multiattach': novaenv.connect_path(ours, inst, shared),
+                'not multiattach': novaenv.connect_path(ours, inst, plain),
+            }
+            cold = []
+            for _ in range(args.cold):
+                guard._registry.close_all()
+                cold.append(per_call_ms(variants['multiattach'], 1))
+            for function in variants.values():     # warm up
+                per_call_ms(function, args.calls)
+            times = {name: [] for name in variants}
+            names = list(variants)
+            for trial in range(args.trials):
+                for name in names[trial % 3:] + names[:trial % 3]:
+                    times[name].append(per_call_ms(variants[name],
+                                                   args.calls))
+            guard._registry.close_all()
+            cephclient.REGISTRY.close_all()
     finally:
-        cluster.remove_image('%s/volume-%s' % (ceph.POOL, volume_id))
-    print('| guard call (ms) | runs | median | p90 | min | max |')
-    print('| --- | --- | --- | --- | --- | --- |')
-    print(row('first attach (connects)', cold))
-    print(row('shared volume, cached connection', warm))
-    print(row('non-multiattach, watchers checked', watchers))
+        cluster.remove_image(spec)
+    base = statistics.median(times['stock'])
+    results = {name: benchlib.summary(values)
+               for name, values in times.items()}
+    results['cold'] = benchlib.summary(cold)
+    for name in ('multiattach', 'not multiattach'):
+        results[name]['added_ms'] = results[name]['median'] - base
+    results['cold']['added_ms'] = results['cold']['median'] - base
+    rows = [['stock Nova (no check)', benchlib.fmt(results['stock']), '-']]
+    rows += [['extension, %s volume, cached connection' % name,
+              benchlib.fmt(results[name]),
+              '%+.2f' % results[name]['added_ms']]
+             for name in ('multiattach', 'not multiattach')]
+    rows.append(['extension, first attach (connects to Ceph)',
+                 benchlib.fmt(results['cold']),
+                 '%+.2f' % results['cold']['added_ms']])
+    text = benchlib.table(['connect step of an attach', 'ms per attach',
+                           'added (ms, median)'], rows)
+    text += ('\n\n%d trials x %d attaches for the cached rows, %d cold '
+             'connections; median (min-max).' % (args.trials, args.calls,
+                                                 args.cold))
+    benchlib.finish(args, 'guard_latency', results, text)
 
 
 if __name__ == '__main__':

@@ -15,14 +15,13 @@ resume, as the tool sees it) and the whole switch, and the audit time of
 the host with these domains.
 """
 
-import argparse
 import io
 import json
-import statistics
 import sys
 import tempfile
 import time
 
+import benchlib
 from nova_shared_cache.cmd import manage
 from nova_shared_cache.embedded import compute as compute_harness
 from nova_shared_cache.embedded import probe
@@ -31,15 +30,8 @@ from nova_shared_cache.libvirt import domxml
 from nova_shared_cache.libvirt import livefix
 
 
-def row(name, samples):
-    samples = sorted(samples)
-    return '| %s | %d | %.1f | %.1f | %.1f |' % (
-        name, len(samples), statistics.median(samples), samples[0],
-        samples[-1])
-
-
 def main():
-    parser = argparse.ArgumentParser()
+    parser = benchlib.parser(__doc__.split('\n')[0])
     parser.add_argument('--switches', type=int, default=24)
     parser.add_argument('--vms', type=int, default=2)
     args = parser.parse_args()
@@ -95,13 +87,21 @@ def main():
                 compute.destroy(instance)
             compute.close()
     domains = report['domains']
-    print('| fix --live, %d guests on one image (ms) | switches | median '
-          '| min | max |' % args.vms)
-    print('| --- | --- | --- | --- | --- |')
-    print(row('VM paused (suspend to resume)', pauses))
-    print(row('whole switch (both stages)', totals))
-    print(row('audit of the host (%d domains, Ceph asked)' % domains,
-              audits))
+    results = {'pause_ms': benchlib.summary(pauses),
+               'switch_ms': benchlib.summary(totals),
+               'audit_ms': benchlib.summary(audits), 'domains': domains,
+               'pauses_ms': pauses}
+    text = benchlib.table(
+        ['fix --live, %d guests on one image (ms)' % args.vms, 'samples',
+         'median', 'min', 'max'],
+        [[name, results[key]['n']] + ['%.1f' % results[key][k]
+                                      for k in ('median', 'min', 'max')]
+         for name, key in (
+             ('VM paused (suspend to resume)', 'pause_ms'),
+             ('whole switch (both stages)', 'switch_ms'),
+             ('audit of the host (%d domains, Ceph asked)' % domains,
+              'audit_ms'))])
+    benchlib.finish(args, 'live_switch', results, text)
     compute_harness.exit_process(0)
 
 
