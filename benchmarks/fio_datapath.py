@@ -25,7 +25,7 @@ within each trial.
 On a 2-core machine the OSD and both clients share the CPU: compare the
 ratios, not the absolute IOPS. Run as root with the embedded stack up::
 
-    python benchmarks/fio_datapath.py [--trials 3] [--runtime 10]
+    python benchmarks/fio_datapath.py [--trials 5] [--runtime 10]
 """
 
 import json
@@ -155,7 +155,7 @@ def configurations():
 
 def main():
     parser = benchlib.parser(__doc__.split('\n')[0])
-    parser.add_argument('--trials', type=int, default=3)
+    parser.add_argument('--trials', type=int, default=5)
     parser.add_argument('--runtime', type=int, default=10,
                         help='seconds of each fio run')
     parser.add_argument('--iodepth', type=int, default=16)

@@ -18,7 +18,7 @@ driver under valgrind's callgrind (minus the same process making no
 call), which is the same from run to run::
 
     python benchmarks/xml_path.py [--trials 15] [--calls 2000] \\
-        [--callgrind 400]
+        [--callgrind 3000]
 """
 
 import argparse
