@@ -21,13 +21,6 @@ def summary(samples):
             'max': samples[-1], 'n': len(samples)}
 
 
-def percentile(samples, fraction):
-    """Nearest-rank percentile (``fraction`` in 0..1)."""
-    samples = sorted(samples)
-    rank = max(1, -(-len(samples) * fraction // 1))
-    return samples[int(rank) - 1]
-
-
 def table(headers, rows):
     lines = ['| %s |' % ' | '.join(headers),
              '|%s' % ''.join(' --- |' for _ in headers)]

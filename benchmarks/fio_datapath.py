@@ -61,10 +61,12 @@ class Images:
     def __init__(self, cluster, size_mb):
         self.cluster = cluster
         self.size_mb = size_mb
+        # Cinder's names for volumes 'nsc-bench-fio-shared' ...
         self.names = {
-            'shared': ['%s-shared' % PREFIX] * 2,
-            'locked': ['%s-locked' % PREFIX] * 2,
-            'separate': ['%s-sep0' % PREFIX, '%s-sep1' % PREFIX],
+            'shared': ['volume-%s-shared' % PREFIX] * 2,
+            'locked': ['volume-%s-locked' % PREFIX] * 2,
+            'separate': ['volume-%s-sep0' % PREFIX,
+                         'volume-%s-sep1' % PREFIX],
         }
 
     def all(self):
@@ -73,14 +75,13 @@ class Images:
     def create(self):
         self.remove()
         for name in self.all():
-            spec = '%s/%s' % (ceph.POOL, name)
-            self.cluster.rbd('create', '--size', str(self.size_mb), spec)
-            if name != self.names['locked'][0]:
-                present = set(self.cluster.image_info(spec)['features'])
-                clear = [f for f in ceph.MULTIATTACH_EXCLUDED_FEATURES
-                         if f in present]
-                if clear:
-                    self.cluster.rbd('feature', 'disable', spec, *clear)
+            if name == self.names['locked'][0]:
+                # The cluster's default features, exclusive-lock included.
+                self.cluster.rbd('create', '--size', str(self.size_mb),
+                                 '%s/%s' % (ceph.POOL, name))
+            else:
+                self.cluster.create_multiattach_volume(
+                    name[len('volume-'):], self.size_mb)
 
     def features(self, layout):
         spec = '%s/%s' % (ceph.POOL, self.names[layout][0])

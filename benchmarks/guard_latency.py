@@ -27,7 +27,6 @@ import time
 import uuid
 
 import benchlib
-from nova_shared_cache import cephclient
 from nova_shared_cache.embedded import ceph
 import novaenv
 
@@ -76,7 +75,6 @@ def main():
                     times[name].append(per_call_ms(variants[name],
                                                    args.calls))
             guard._registry.close_all()
-            cephclient.REGISTRY.close_all()
     finally:
         cluster.remove_image(spec)
     base = statistics.median(times['stock'])
