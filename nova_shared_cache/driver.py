@@ -154,22 +154,32 @@ class LibvirtSharedCacheDriver(libvirt_driver.LibvirtDriver):
 
     # -- entry points that know the instance (for the log line) -----------
 
-    def attach_volume(self, context, connection_info, instance,
-                      *args, **kwargs):
+    # NOTE: Nova's own tests (test_public_api_signatures) require the
+    # public methods to keep the base class's signatures.
+    def attach_volume(self, context, connection_info, instance, mountpoint,
+                      disk_bus=None, device_type=None, encryption=None):
         with _instance_scope(instance), _scope(_NEW_ATTACHMENT, True):
-            return super().attach_volume(context, connection_info, instance,
-                                         *args, **kwargs)
+            return super().attach_volume(
+                context, connection_info, instance, mountpoint,
+                disk_bus=disk_bus, device_type=device_type,
+                encryption=encryption)
 
     def swap_volume(self, context, old_connection_info, new_connection_info,
-                    instance, *args, **kwargs):
+                    instance, mountpoint, resize_to):
         with _instance_scope(instance), _scope(_NEW_ATTACHMENT, True):
             return super().swap_volume(context, old_connection_info,
                                        new_connection_info, instance,
-                                       *args, **kwargs)
+                                       mountpoint, resize_to)
 
-    def spawn(self, context, instance, *args, **kwargs):
+    def spawn(self, context, instance, image_meta, injected_files,
+              admin_password, allocations, network_info=None,
+              block_device_info=None, power_on=True, accel_info=None):
         with _instance_scope(instance), _scope(_NEW_ATTACHMENT, True):
-            return super().spawn(context, instance, *args, **kwargs)
+            return super().spawn(
+                context, instance, image_meta, injected_files,
+                admin_password, allocations, network_info=network_info,
+                block_device_info=block_device_info, power_on=power_on,
+                accel_info=accel_info)
 
     def _get_guest_storage_config(self, context, instance, *args, **kwargs):
         with _instance_scope(instance):
