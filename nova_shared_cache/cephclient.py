@@ -17,6 +17,7 @@ eventlet's native thread pool.
 """
 
 import contextlib
+import hashlib
 import os
 import sys
 import threading
@@ -70,23 +71,57 @@ def client_options(timeout):
     }
 
 
-class CephClient:
-    """A lazily opened, shared connection as one Ceph user."""
+class _Connection:
+    """A connected Rados handle and the calls running on it."""
 
-    def __init__(self, conffile, user, timeout, mon_host=None):
+    def __init__(self, cluster):
+        self.cluster = cluster
+        self.calls = 0
+        self.retired = False
+        self.shut = False
+
+
+class _Connecting:
+    """One connection attempt that concurrent callers wait for together."""
+
+    def __init__(self):
+        self.done = threading.Event()
+        self.connection = None
+        self.error = None
+
+
+class CephClient:
+    """A lazily opened, shared connection as one Ceph user.
+
+    NOTE: a broken connection is retired at once (the next call connects
+    anew) but shut down only when the last call running on it has returned:
+    ``rados_shutdown`` under a call still inside librados is a
+    use-after-free in the C library, and a crash of nova-compute exactly
+    when Ceph is degraded.
+    """
+
+    def __init__(self, conffile, user, timeout, mon_host=None, key=None):
         self.conffile = conffile
         self.user = user
         self.timeout = timeout
         #: Monitors to use instead of ceph.conf's (the volume's cluster).
         self.mon_host = mon_host
-        self._cluster = None
+        # The key of a libvirt secret (cephauth); never logged or shown.
+        self._key = key
+        self._connection = None
+        self._connecting = None
         self._lock = threading.Lock()
+
+    def __repr__(self):
+        return '<CephClient client.%s %s mons=%s%s>' % (
+            self.user, self.conffile or '-', self.mon_host or 'ceph.conf',
+            ' key=libvirt-secret' if self._key else '')
 
     def _connect(self):
         rados_mod, _ = bindings()
         what = 'connect to Ceph as client.%s (%s)' % (
-            self.user, self.conffile)
-        if not os.path.isfile(self.conffile):
+            self.user, self.conffile or 'monitors %s' % self.mon_host)
+        if self.conffile and not os.path.isfile(self.conffile):
             raise exception.CephError(
                 what=what,
                 reason='the Ceph configuration file %s does not exist '
@@ -94,9 +129,12 @@ class CephClient:
         options = client_options(self.timeout)
         if self.mon_host:
             options['mon_host'] = self.mon_host
+        if self._key:
+            options['key'] = self._key
         try:
-            # The constructor already reads the configuration file.
-            cluster = rados_mod.Rados(conffile=self.conffile,
+            # The constructor already reads the configuration file;
+            # os.devnull: no file at all, everything is in the options.
+            cluster = rados_mod.Rados(conffile=self.conffile or os.devnull,
                                       rados_id=self.user, conf=options)
         except rados_mod.Error as err:
             raise exception.CephError(
@@ -109,9 +147,11 @@ class CephClient:
             reason = self._reason(err)
             if type(err).__name__ in ('ObjectNotFound', 'PermissionError',
                                       'PermissionDeniedError'):
-                reason = ('no usable key for client.%s (a keyring found '
-                          'through %s, readable by this process): %s'
-                          % (self.user, self.conffile, reason))
+                reason = ('no usable key for client.%s (%s): %s'
+                          % (self.user, 'the key of the libvirt secret'
+                             if self._key else 'a keyring found through %s, '
+                             'readable by this process' % self.conffile,
+                             reason))
             raise exception.CephError(what=what, reason=reason) from err
         return cluster
 
@@ -123,70 +163,145 @@ class CephClient:
                     % self.timeout)
         return '%s: %s' % (name, err)
 
+    def _acquire(self):
+        """The current connection with one more call counted on it.
+
+        Only one caller connects; concurrent callers wait for that attempt
+        (bounded by the same timeouts) instead of queueing one connect
+        after another.
+        """
+        with self._lock:
+            if self._connection is not None:
+                self._connection.calls += 1
+                return self._connection
+            attempt = self._connecting
+            leader = attempt is None
+            if leader:
+                attempt = self._connecting = _Connecting()
+        if leader:
+            try:
+                attempt.connection = _Connection(self._connect())
+            except BaseException as err:
+                attempt.error = err
+            with self._lock:
+                self._connecting = None
+                if attempt.connection is not None:
+                    self._connection = attempt.connection
+            attempt.done.set()
+        else:
+            # The leader's connect is bounded by client_mount_timeout; the
+            # margin covers a leader that never gets to set the event.
+            if not attempt.done.wait(self.timeout * 3 + 5):
+                raise exception.CephError(
+                    what='connect to Ceph as client.%s' % self.user,
+                    reason='no answer within %ds ([shared_cache] '
+                           'ceph_timeout)' % self.timeout)
+        if attempt.error is not None:
+            if not isinstance(attempt.error, Exception):
+                raise attempt.error         # KeyboardInterrupt and the like
+            if isinstance(attempt.error, exception.SharedCacheError):
+                raise exception.CephError(**attempt.error.kwargs)
+            raise exception.CephError(
+                what='connect to Ceph as client.%s' % self.user,
+                reason=self._reason(attempt.error))
+        with self._lock:
+            connection = attempt.connection
+            connection.calls += 1
+            return connection
+
+    def _release(self, connection):
+        with self._lock:
+            connection.calls -= 1
+            shut = (connection.retired and connection.calls == 0
+                    and not connection.shut)
+            if shut:
+                connection.shut = True
+        if shut:
+            with contextlib.suppress(Exception):
+                _offload(connection.cluster.shutdown)
+
+    def _retire(self, connection=None):
+        """Stop handing out ``connection`` (default: the current one).
+
+        It is shut down once no call runs on it any more.
+        """
+        with self._lock:
+            connection = connection or self._connection
+            if connection is None:
+                return
+            if self._connection is connection:
+                self._connection = None
+            connection.retired = True
+            connection.calls += 1       # released just below
+        self._release(connection)
+
     def call(self, what, function):
         """Run ``function(cluster)`` on the shared connection.
 
         ``what`` names the operation for the error message. rados/rbd
-        errors become CephError; the connection is dropped unless the error
-        is about the request rather than the cluster. The lock covers only
-        getting the connection: rados handles are thread safe, so
-        concurrent calls do not queue behind each other's timeouts.
+        errors become CephError; the connection is retired unless the
+        error is about the request rather than the cluster. rados handles
+        are thread safe, so concurrent calls do not queue behind each
+        other's timeouts.
         """
-        with self._lock:
-            if self._cluster is None:
-                self._cluster = self._connect()
-            cluster = self._cluster
+        connection = self._acquire()
         try:
-            return _offload(function, cluster)
+            return _offload(function, connection.cluster)
         except exception.SharedCacheError:
             raise
         except Exception as err:
             if not self._is_ceph_error(err):
                 raise
             if type(err).__name__ not in _KEEP_CONNECTION:
-                self._drop(cluster)
+                self._retire(connection)
             raise exception.CephError(
                 what=what, reason=self._reason(err)) from err
+        finally:
+            self._release(connection)
 
     @staticmethod
     def _is_ceph_error(err):
         classes = tuple(m.Error for m in (rados, rbd) if m is not None)
         return bool(classes) and isinstance(err, classes)
 
-    def _drop(self, failed=None):
-        """Forget the connection (only ``failed``, if given) and shut it."""
-        with self._lock:
-            cluster = self._cluster
-            if cluster is None or (failed is not None
-                                   and cluster is not failed):
-                return
-            self._cluster = None
-        with contextlib.suppress(Exception):
-            _offload(cluster.shutdown)
-
     def close(self):
-        self._drop()
+        self._retire()
 
     @property
     def connected(self):
-        return self._cluster is not None
+        return self._connection is not None
+
+    @property
+    def calls_in_flight(self):
+        with self._lock:
+            return self._connection.calls if self._connection else 0
 
 
 class Registry:
-    """The process's clients, one per (ceph.conf, user, timeout, mons)."""
+    """The process's clients, one per (ceph.conf, user, timeout, mons, key).
+
+    A key read from a libvirt secret is part of the identity (a rotated
+    secret gets a new client) but only as a digest.
+    """
 
     def __init__(self):
         self._clients = {}
         self._lock = threading.Lock()
 
-    def get(self, conffile, user, timeout, mon_host=None):
-        key = (conffile, user, timeout, mon_host)
+    def get(self, conffile, user, timeout, mon_host=None, key=None):
+        digest = hashlib.sha256(key.encode()).hexdigest() if key else None
+        identity = (conffile, user, timeout, mon_host, digest)
         with self._lock:
-            client = self._clients.get(key)
+            client = self._clients.get(identity)
             if client is None:
-                client = self._clients[key] = CephClient(
-                    conffile, user, timeout, mon_host=mon_host)
+                client = self._clients[identity] = CephClient(
+                    conffile, user, timeout, mon_host=mon_host, key=key)
             return client
+
+    def for_credentials(self, credentials, timeout, mon_host=None):
+        """The client for cephauth.Credentials that are usable."""
+        return self.get(credentials.conffile, credentials.user, timeout,
+                        mon_host=mon_host, key=credentials.key)
 
     def close_all(self):
         with self._lock:

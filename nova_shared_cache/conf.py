@@ -62,7 +62,8 @@ Storage backends whose multiattach volumes are handled as shared disks.
 Each name is an entry point in the ``nova_shared_cache.backends`` namespace;
 ``rbd`` (Ceph RBD volumes, ``driver_volume_type = rbd``) is built in.
 A volume of any other type is left exactly as Nova makes it. An unknown or
-broken backend stops nova-compute at start.
+broken backend stops nova-compute at start. An empty list turns the
+extension into stock Nova's driver (with a warning at start).
 """),
     cfg.StrOpt(
         'rbd_feature_policy',
@@ -72,6 +73,7 @@ broken backend stops nova-compute at start.
                         'attach (needs write access to the image)'),
             ('refuse', 'fail the attach, naming the features'),
             ('warn', 'log a warning and attach anyway'),
+            ('off', 'do not look at the image'),
         ],
         help="""
 What to do when a multiattach RBD volume's image has single-client features.
@@ -82,6 +84,14 @@ clears them when it creates a volume of a multiattach type, but not for a
 volume managed into Cinder, made by an older Cinder, or whose features were
 set again by hand. The image is checked on the compute, before the disk is
 attached.
+
+Only a *new* attachment (attach, swap, first boot) can be refused, under
+``enforce`` (when the features cannot be cleared, or the image cannot be
+checked at all: Ceph unreachable, no credentials) or ``refuse``. A reconnect
+of an existing attachment (hard reboot, power on, host boot, live migration,
+resize, unshelve, evacuate) is never refused nor delayed past
+``ceph_timeout``: it logs a warning and goes on, as stock Nova would.
+``warn`` never blocks anything; ``off`` does not look.
 """),
     cfg.StrOpt(
         'sharing_guard',
@@ -125,13 +135,22 @@ is always allowed.
         default='/etc/ceph/ceph.conf',
         help="""
 Ceph configuration file the compute uses for the Ceph-side checks.
+
+Credentials are looked for in this order: a keyring for the Ceph user that
+this file names (librados' ``keyring``, ``keyfile`` or ``key``); else the key
+of the volume's libvirt secret (its ``secret_uuid``, else ``[libvirt]
+rbd_secret_uuid``) when the secret is not private (``private='no'``); else
+none, and the checks cannot run (nova-compute says so at start). The file
+may be missing when the volume's connection_info names its monitors and the
+libvirt secret is readable: QEMU itself needs neither. Never falls back to
+``client.admin``.
 """),
     cfg.StrOpt(
         'ceph_user',
         help="""
 Ceph user (without ``client.``) for the Ceph-side checks. Unset: the user in
 the volume's connection_info, else ``[libvirt] rbd_user``, as Nova does.
-Its keyring is found through ``ceph_conf``.
+Its key is found as ``ceph_conf`` describes.
 """),
     cfg.IntOpt(
         'ceph_timeout',
@@ -139,8 +158,10 @@ Its keyring is found through ``ceph_conf``.
         min=1,
         help="""
 Seconds any Ceph call of the Ceph-side checks may take (connecting, monitor
-and OSD operations). An attach whose check cannot finish in time fails with
-an error; the domain is not touched.
+and OSD operations). A check that cannot finish in time refuses a new
+attachment only under ``rbd_feature_policy = enforce/refuse`` or
+``sharing_guard = refuse`` (the domain is not touched); anything else goes
+on with a warning.
 """),
 ]
 
@@ -180,11 +201,11 @@ def load(conf):
             raise exception.ConfigError(option=opt.name, reason=err)
 
     backends = tuple(name.strip() for name in values['enabled_backends'])
-    if not backends or any(not name for name in backends):
+    if any(not name for name in backends):
         raise exception.ConfigError(
             option='enabled_backends',
-            reason="it must name at least one backend and no empty name "
-                   "(got %r)" % list(values['enabled_backends']))
+            reason="it names an empty backend (got %r)"
+                   % list(values['enabled_backends']))
     if len(set(backends)) != len(backends):
         raise exception.ConfigError(
             option='enabled_backends',

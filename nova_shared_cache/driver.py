@@ -76,11 +76,33 @@ class LibvirtSharedCacheDriver(libvirt_driver.LibvirtDriver):
         # time on each volume disk, outside _get_volume_config.
         self._shared_disks = weakref.WeakKeyDictionary()
         super().__init__(virtapi, read_only)
+        for backend in self._shared_backends:
+            backend.bind_host(self._host)
         settings = self._shared_settings
+        if not settings.enabled_backends:
+            LOG.warning("nova-shared-cache: no backend is enabled "
+                        "([shared_cache] enabled_backends is empty); the "
+                        "driver behaves exactly as Nova's LibvirtDriver")
         LOG.info("nova-shared-cache enabled: cache_mode=%(mode)s, "
                  "backends=%(backends)s",
                  {'mode': settings.cache_mode,
-                  'backends': ','.join(settings.enabled_backends)})
+                  'backends': ','.join(settings.enabled_backends) or '-'})
+
+    def init_host(self, host):
+        super().init_host(host)
+        self._report_shared_backends()
+
+    def _report_shared_backends(self):
+        """Each backend says once what its checks can do on this host."""
+        for backend in self._shared_backends:
+            try:
+                backend.report_at_start()
+            except Exception as err:
+                LOG.warning("nova-shared-cache: backend %(backend)s could "
+                            "not tell whether its checks can run: "
+                            "%(type)s: %(err)s",
+                            {'backend': backend.name,
+                             'type': type(err).__name__, 'err': err})
 
     # -- the XML path -----------------------------------------------------
 
@@ -144,11 +166,27 @@ class LibvirtSharedCacheDriver(libvirt_driver.LibvirtDriver):
                         *args, **kwargs):
         backend = policy.find_backend(connection_info, self._shared_backends)
         if backend is not None:
+            new_attachment = _NEW_ATTACHMENT.get()
             with _instance_scope(instance):
-                backend.on_connect(context, connection_info, instance,
-                                   shared=policy.is_multiattach(
-                                       connection_info),
-                                   new_attachment=_NEW_ATTACHMENT.get())
+                try:
+                    backend.on_connect(context, connection_info, instance,
+                                       shared=policy.is_multiattach(
+                                           connection_info),
+                                       new_attachment=new_attachment)
+                except Exception as err:
+                    # A backend may refuse a new attachment; what already
+                    # runs is reconnected whatever the backend says.
+                    if new_attachment:
+                        raise
+                    LOG.warning(
+                        "nova-shared-cache: backend %(backend)s failed on "
+                        "the reconnect of volume %(volume)s to instance "
+                        "%(instance)s (%(type)s: %(err)s); reconnecting it "
+                        "as stock Nova would",
+                        {'backend': backend.name,
+                         'volume': policy.volume_id(connection_info),
+                         'instance': getattr(instance, 'uuid', None),
+                         'type': type(err).__name__, 'err': err})
         return super()._connect_volume(context, connection_info, instance,
                                        *args, **kwargs)
 

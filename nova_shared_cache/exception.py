@@ -50,6 +50,10 @@ class CephError(SharedCacheError):
     msg_fmt = "nova-shared-cache could not %(what)s: %(reason)s"
 
 
+class GuardUnavailable(SharedCacheError):
+    msg_fmt = "nova-shared-cache cannot check RBD images: %(reason)s"
+
+
 class AttachRefused(SharedCacheError):
     msg_fmt = ("Attach of volume %(volume_id)s (image %(volume)s) to instance "
                "%(instance)s refused by nova-shared-cache: %(reason)s")

@@ -31,6 +31,19 @@ class SharedVolumeBackend(metaclass=abc.ABCMeta):
         data = connection_info.get('data') or {}
         return str(data.get('name') or data.get('volume_id') or '?')
 
+    def bind_host(self, host) -> None:
+        """Nova's libvirt Host (``get_connection()``), given at start.
+
+        Backends that read libvirt secrets keep it; no I/O here.
+        """
+
+    def report_at_start(self) -> None:
+        """Log once, at nova-compute's start, what the checks can do.
+
+        Must not block nor raise for the sake of the storage (the driver
+        logs anything raised as a warning and starts anyway).
+        """
+
     def on_connect(self, context, connection_info, instance,
                    shared: bool, new_attachment: bool = False) -> None:
         """Connect-time hook, called before Nova connects the volume.
@@ -43,4 +56,9 @@ class SharedVolumeBackend(metaclass=abc.ABCMeta):
         by the instance's previous QEMU process. A backend checks or
         prepares the storage side here and raises to refuse the attach; the
         domain has not been touched yet. The default does nothing.
+
+        Fail-safe contract: only a new attachment may be refused, and only
+        by a policy the operator chose; a reconnect never fails here, and a
+        check that cannot run (storage down, no credentials) logs a warning
+        and lets Nova go on, as stock Nova would.
         """

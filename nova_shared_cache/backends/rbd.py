@@ -17,6 +17,7 @@ import dataclasses
 from oslo_log import log as logging
 
 from nova_shared_cache.backends import base
+from nova_shared_cache import cephauth
 from nova_shared_cache import cephclient
 from nova_shared_cache import cephops
 from nova_shared_cache import conf as sc_conf
@@ -40,6 +41,7 @@ class RbdBackend(base.SharedVolumeBackend):
     def __init__(self, conf, registry=None):
         super().__init__(conf)
         self._settings = None
+        self._host = None
         self._registry = registry or cephclient.REGISTRY
 
     @property
@@ -60,18 +62,45 @@ class RbdBackend(base.SharedVolumeBackend):
 
     # -- credentials ------------------------------------------------------
 
+    def bind_host(self, host):
+        self._host = host
+
+    def _libvirt_connection(self):
+        host = getattr(self, '_host', None)
+        if host is None:
+            raise exception.GuardUnavailable(
+                reason='no libvirt connection to read secrets from')
+        return host.get_connection()
+
+    def _libvirt_opt(self, name):
+        try:
+            return getattr(self.conf.libvirt, name)
+        except Exception:
+            return None
+
     def ceph_user(self, connection_info):
-        """The Ceph user for the checks, chosen the way Nova chooses it."""
+        """The Ceph user for the checks, chosen the way Nova chooses it.
+
+        None when nothing names one: never a silent ``client.admin``.
+        """
         if self.settings.ceph_user:
             return self.settings.ceph_user
         data = connection_info.get('data') or {}
         if data.get('auth_username'):
             return data['auth_username']
-        try:
-            libvirt_user = self.conf.libvirt.rbd_user
-        except Exception:
-            libvirt_user = None
-        return libvirt_user or 'admin'
+        return self._libvirt_opt('rbd_user') or None
+
+    def secret_uuid(self, connection_info):
+        data = connection_info.get('data') or {}
+        return data.get('secret_uuid') or self._libvirt_opt('rbd_secret_uuid')
+
+    def credentials(self, connection_info):
+        """cephauth.Credentials for the volume's checks."""
+        return cephauth.resolve(
+            self.settings.ceph_conf, self.ceph_user(connection_info),
+            secret_uuid=self.secret_uuid(connection_info),
+            libvirt_connection=self._libvirt_connection,
+            mon_host=self.mon_host(connection_info))
 
     @staticmethod
     def mon_host(connection_info):
@@ -95,35 +124,109 @@ class RbdBackend(base.SharedVolumeBackend):
             addresses.append('%s:%s' % (host, port) if port else host)
         return ','.join(addresses)
 
-    def client(self, connection_info):
-        return self._registry.get(self.settings.ceph_conf,
-                                  self.ceph_user(connection_info),
-                                  self.settings.ceph_timeout,
-                                  mon_host=self.mon_host(connection_info))
+    def client(self, connection_info, credentials=None):
+        credentials = credentials or self.credentials(connection_info)
+        if not credentials.usable:
+            raise exception.GuardUnavailable(reason='%s (%s)' % (
+                credentials.detail, cephauth.remedy(
+                    credentials.user, self.settings.ceph_conf,
+                    self.secret_uuid(connection_info))))
+        return self._registry.for_credentials(
+            credentials, self.settings.ceph_timeout,
+            mon_host=self.mon_host(connection_info))
+
+    def report_at_start(self):
+        """Say once whether the guard can check images, and if not, why."""
+        settings = self.settings
+        if (settings.rbd_feature_policy == 'off'
+                and settings.sharing_guard == 'off'):
+            LOG.info("nova-shared-cache: the Ceph-side checks are off "
+                     "(rbd_feature_policy = off, sharing_guard = off)")
+            return
+        user = settings.ceph_user or self._libvirt_opt('rbd_user')
+        secret_uuid = self._libvirt_opt('rbd_secret_uuid')
+        credentials = cephauth.resolve(
+            settings.ceph_conf, user, secret_uuid=secret_uuid,
+            libvirt_connection=self._libvirt_connection)
+        if credentials.usable:
+            LOG.info("nova-shared-cache: the Ceph-side checks of RBD volumes "
+                     "use %(detail)s (volumes naming another user or secret "
+                     "are checked with theirs)",
+                     {'detail': credentials.detail})
+            return
+        strict = [name for name, value in (
+            ('rbd_feature_policy', settings.rbd_feature_policy),
+            ('sharing_guard', settings.sharing_guard))
+            if value in ('enforce', 'refuse')]
+        LOG.warning(
+            "nova-shared-cache cannot check RBD images with the configured "
+            "credentials: %(detail)s. To enable the checks, %(remedy)s. "
+            "Until then %(effect)s",
+            {'detail': credentials.detail,
+             'remedy': cephauth.remedy(user, settings.ceph_conf,
+                                       secret_uuid),
+             'effect': ('new attachments of volumes the checks apply to are '
+                        'refused ([shared_cache] %s); reconnects of existing '
+                        'attachments go on unchecked' % ', '.join(strict))
+             if strict else 'volumes are attached unchecked, as stock Nova '
+                            'would'})
 
     # -- the connect-time guard ---------------------------------------------
 
     def on_connect(self, context, connection_info, instance, shared,
                    new_attachment=False):
         settings = self.settings
+        check_features = shared and settings.rbd_feature_policy != 'off'
         check_watchers = (not shared and new_attachment
                           and settings.sharing_guard != 'off')
-        if not shared and not check_watchers:
+        if not (check_features or check_watchers):
             return
         spec = (connection_info.get('data') or {}).get('name')
-        pool, image = cephops.parse_image_spec(spec)
         who = {'volume_id': policy.volume_id(connection_info),
                'volume': spec,
                'instance': getattr(instance, 'uuid', None) or 'unknown'}
-        client = self.client(connection_info)
-        state = client.call(
-            'inspect RBD image %s' % spec,
-            lambda cluster: self._inspect(cluster, pool, image,
-                                          check_watchers))
-        if shared and state.features:
-            self._single_client_features(client, pool, image, state, who)
-        if check_watchers:
-            self._foreign_watchers(state, who)
+        # NOTE: only a new attachment under a policy that refuses may be
+        # refused; a reconnect (reboot, power on, migration, resize,
+        # unshelve, evacuate) of what already runs never fails here.
+        strict = [name for name, on, value in (
+            ('rbd_feature_policy', check_features,
+             settings.rbd_feature_policy),
+            ('sharing_guard', check_watchers, settings.sharing_guard))
+            if on and value in ('enforce', 'refuse')] if new_attachment else []
+        try:
+            pool, image = cephops.parse_image_spec(spec)
+            client = self.client(connection_info)
+            state = client.call(
+                'inspect RBD image %s' % spec,
+                lambda cluster: self._inspect(cluster, pool, image,
+                                              check_watchers))
+            if check_features and state.features:
+                self._single_client_features(client, pool, image, state,
+                                             who, new_attachment)
+            if check_watchers:
+                self._foreign_watchers(state, who)
+        except exception.AttachRefused:
+            raise
+        except Exception as err:
+            reason = str(err) if isinstance(
+                err, exception.SharedCacheError) else 'unexpected %s: %s' % (
+                    type(err).__name__, err)
+            if strict:
+                raise exception.AttachRefused(
+                    reason="the Ceph-side check could not run: %s. [shared_"
+                           "cache] %s refuses new attachments it cannot "
+                           "check; fix the cause, or set it to warn to "
+                           "attach unchecked" % (reason, ' and '.join(
+                               '%s = %s' % (n, getattr(settings, n))
+                               for n in strict)),
+                    **who) from err
+            LOG.warning(
+                "Volume %(volume_id)s (image %(volume)s) of instance "
+                "%(instance)s was not checked by nova-shared-cache: "
+                "%(reason)s. Going on as stock Nova would (%(why)s).",
+                dict(who, reason=reason,
+                     why='new attachment, policy warn' if new_attachment
+                     else 'reconnect of an existing attachment'))
 
     @staticmethod
     def _inspect(cluster, pool, image, watchers):
@@ -135,16 +238,20 @@ class RbdBackend(base.SharedVolumeBackend):
                 watchers=(cephops.other_watchers(cluster, img)
                           if watchers else []))
 
-    def _single_client_features(self, client, pool, image, state, who):
+    def _single_client_features(self, client, pool, image, state, who,
+                                new_attachment=True):
         policy = self.settings.rbd_feature_policy
         names = ', '.join(state.features)
-        if policy == 'warn':
+        if policy == 'warn' or (policy == 'refuse' and not new_attachment):
             LOG.warning(
                 "Shared volume %(volume_id)s (image %(volume)s, instance "
                 "%(instance)s) has single-client RBD features %(names)s; "
                 "attaching anyway ([shared_cache] rbd_feature_policy = "
-                "warn). The sharing clients will pass the exclusive lock "
-                "back and forth on every write.", dict(who, names=names))
+                "%(policy)s%(reconnect)s). The sharing clients will pass "
+                "the exclusive lock back and forth on every write.",
+                dict(who, names=names, policy=policy,
+                     reconnect='' if new_attachment else
+                     ', a reconnect is never refused'))
             return
         if policy == 'refuse':
             raise exception.AttachRefused(
@@ -154,10 +261,21 @@ class RbdBackend(base.SharedVolumeBackend):
                        "them with 'rbd feature disable %s %s')"
                        % (names, who['volume'], ' '.join(state.features)),
                 **who)
-        raced = client.call(
-            'clear RBD features of %s' % who['volume'],
-            lambda cluster: self._clear(cluster, pool, image, state.features,
-                                        who, client.user))
+        try:
+            raced = client.call(
+                'clear RBD features of %s' % who['volume'],
+                lambda cluster: self._clear(cluster, pool, image,
+                                            state.features, who,
+                                            client.user))
+        except exception.SharedCacheError as err:
+            if new_attachment:
+                raise
+            LOG.warning("Single-client RBD features %(names)s of image "
+                        "%(volume)s (volume %(volume_id)s, instance "
+                        "%(instance)s) could not be cleared: %(err)s; "
+                        "reconnecting anyway",
+                        dict(who, names=names, err=err))
+            return
         LOG.info("Cleared single-client RBD features %(names)s of image "
                  "%(volume)s (volume %(volume_id)s, instance %(instance)s) "
                  "before attaching it as a shared disk%(raced)s",

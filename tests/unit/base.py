@@ -1,6 +1,7 @@
 """Base class for unit tests: Nova's own test base with fake libvirt."""
 
 import copy
+import os
 
 import fixtures
 
@@ -90,9 +91,14 @@ class TestCase(compat_mixin.KeepTestMethodMixin, test.NoDBTestCase):
         self.useFixture(nova_fixtures.LibvirtFixture())
         # The Ceph-side guard talks to a fake cluster holding the volume of
         # RBD_CONNECTION_INFO as Cinder makes it for a multiattach type.
-        ceph_conf = self.useFixture(fixtures.TempDir()).join('ceph.conf')
+        ceph_dir = self.useFixture(fixtures.TempDir()).path
+        ceph_conf = os.path.join(ceph_dir, 'ceph.conf')
         with open(ceph_conf, 'w') as f:
-            f.write('[global]\nmon host = 127.0.0.1\n')
+            f.write('[global]\nmon host = 127.0.0.1\n'
+                    'keyring = %s/ceph.$name.keyring\n' % ceph_dir)
+        for user in ('cinder', 'nova', 'admin'):
+            fakeceph.write_keyring(ceph_dir, user)
+        self.ceph_dir = ceph_dir
         self.ceph = self.useFixture(
             fakeceph.FakeCephFixture(ceph_conf)).cluster
         self.ceph.add_image(RBD_CONNECTION_INFO['data']['name'])

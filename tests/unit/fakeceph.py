@@ -8,6 +8,7 @@ real cluster.
 
 import itertools
 import json
+import os
 import types
 
 import fixtures
@@ -32,6 +33,29 @@ def _errors(prefix):
     names = ('TimedOut', 'ObjectNotFound', 'PermissionError', 'Timeout',
              'ImageNotFound', 'InvalidArgument', 'ReadOnlyImage')
     return base, {n: type(n, (base,), {'__module__': prefix}) for n in names}
+
+
+def _conf_value(conffile, name, option):
+    """``option`` for entity ``name`` in a ceph.conf, or None."""
+    if not conffile:
+        return None
+    try:
+        with open(conffile) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    found, section = {}, None
+    for line in lines:
+        line = line.strip()
+        if line.startswith('['):
+            section = line.strip('[]')
+        elif '=' in line:
+            key, value = (p.strip() for p in line.split('=', 1))
+            found[(section, key.replace(' ', '_'))] = value
+    for section in (name, 'client', 'global'):
+        if (section, option) in found:
+            return found[(section, option)]
+    return None
 
 
 class FakeCluster:
@@ -75,6 +99,21 @@ class FakeCluster:
                 self.user = rados_id
                 self.conf = dict(conf or {})
                 self.instance_id = None
+
+            def conf_get(self, option):
+                """librados' option as the conffile sets it, expanded."""
+                name = 'client.%s' % self.user
+                if option in self.conf:
+                    return self.conf[option]
+                value = _conf_value(self.conffile, name, option)
+                if value is None:
+                    value = {'keyring': '/etc/ceph/$cluster.$name.keyring,'
+                                        '/etc/ceph/$cluster.keyring,'
+                                        '/etc/ceph/keyring,'
+                                        '/etc/ceph/keyring.bin,'}.get(
+                                            option, '')
+                return value.replace('$cluster', 'ceph').replace('$name',
+                                                                 name)
 
             def connect(self, timeout=0):
                 cluster.calls.append(('connect', self.user, self.conf))
@@ -169,6 +208,15 @@ class FakeCluster:
             RBD_FEATURE_DEEP_FLATTEN=DEEP_FLATTEN,
             RBD_FEATURE_JOURNALING=JOURNALING,
             **errors)
+
+
+def write_keyring(directory, user):
+    """A keyring file for client.<user> as ceph writes one (fake key)."""
+    path = os.path.join(directory, 'ceph.client.%s.keyring' % user)
+    with open(path, 'w') as f:
+        f.write('[client.%s]\n\tkey = AQBfakefakefakefakefakefakefakefake==\n'
+                % user)
+    return path
 
 
 class FakeCephFixture(fixtures.Fixture):

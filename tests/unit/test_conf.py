@@ -70,10 +70,16 @@ class OptionValidationTest(base.TestCase):
     def test_ceph_timeout_not_a_number(self):
         self._assert_refused('ceph_timeout', 'soon')
 
-    def test_empty_backend_list(self):
+    def test_empty_backend_list_is_stock_nova_with_a_warning(self):
         self._raw(enabled_backends='')
-        err = self.assertRaises(exception.ConfigError, self.make_driver)
-        self.assertIn('[shared_cache] enabled_backends', str(err))
+        drv = self.make_driver()
+        self.assertEqual([], drv._shared_backends)
+        self.assertIn('no backend is enabled', self.stdlog.logger.output)
+
+    def test_rbd_feature_policy_off_is_valid(self):
+        self._raw(rbd_feature_policy='off')
+        self.assertEqual('off',
+                         sc_conf.load(sc_driver.CONF).rbd_feature_policy)
 
     def test_empty_backend_name(self):
         self._raw(enabled_backends='rbd,,nfs')

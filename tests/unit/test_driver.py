@@ -10,6 +10,7 @@ from nova.virt.libvirt import config as vconfig
 from nova.virt.libvirt import migration
 from nova.virt.libvirt.volume import net as volume_net
 
+from nova_shared_cache import driver as sc_driver
 from nova_shared_cache import exception
 from tests.unit import base
 
@@ -289,7 +290,21 @@ class AttachPathTest(base.TestCase):
                                side_effect=RuntimeError('refused')), \
                 mock.patch.object(drv, '_get_volume_driver',
                                   return_value=vol_driver):
-            self.assertRaises(RuntimeError, drv._connect_volume,
-                              self.context, base.connection_info(),
-                              self.instance)
+            with sc_driver._scope(sc_driver._NEW_ATTACHMENT, True):
+                self.assertRaises(RuntimeError, drv._connect_volume,
+                                  self.context, base.connection_info(),
+                                  self.instance)
         vol_driver.connect_volume.assert_not_called()
+
+    def test_backend_failure_never_stops_a_reconnect(self):
+        drv = self.make_driver()
+        vol_driver = mock.Mock()
+        with mock.patch.object(drv._shared_backends[0], 'on_connect',
+                               side_effect=RuntimeError('broken')), \
+                mock.patch.object(drv, '_get_volume_driver',
+                                  return_value=vol_driver):
+            drv._connect_volume(self.context, base.connection_info(),
+                                self.instance)
+        vol_driver.connect_volume.assert_called_once()
+        self.assertIn('reconnecting it as stock Nova would',
+                      self.stdlog.logger.output)

@@ -10,6 +10,7 @@ RAISED_WITH = {
     exception.SharedDiskError: {'volume_id': 'v1', 'backend': 'rbd',
                                 'volume': 'pool/img', 'reason': 'qcow2'},
     exception.CephError: {'what': 'connect', 'reason': 'timed out'},
+    exception.GuardUnavailable: {'reason': 'no keyring'},
     exception.AttachRefused: {'volume_id': 'v1', 'volume': 'pool/img',
                               'instance': 'i1', 'reason': 'features'},
     exception.LibvirtError: {'what': 'connect to libvirt', 'reason': 'down'},

@@ -134,7 +134,7 @@ class GuardTest(base.TestCase):
     def test_own_watch_is_not_another_client(self):
         self.connect(shared=False)     # connects; learn our instance id
         own = self.backend().client(base.connection_info())
-        own_id = own._cluster.get_instance_id()
+        own_id = own._connection.cluster.get_instance_id()
         self.ceph.add_image(SPEC, watchers=[{'addr': '127.0.0.1:0/1',
                                              'id': own_id, 'cookie': 2}])
         self.connect(shared=False)
@@ -157,10 +157,13 @@ class GuardTest(base.TestCase):
     def test_cluster_down_is_a_clear_error_then_reconnects(self):
         self.flags(ceph_timeout=3, group='shared_cache')
         self.ceph.down = True
-        err = self.assertRaises(exception.CephError, self.connect)
+        err = self.assertRaises(exception.AttachRefused, self.connect)
         self.assertIn('no answer within 3s ([shared_cache] ceph_timeout)',
                       str(err))
         self.assertIn('client.cinder', str(err))
+        self.assertIn(base.VOLUME_ID, str(err))
+        self.assertIn('rbd_feature_policy = enforce refuses new attachments '
+                      'it cannot check', str(err))
         self.ceph.down = False
         self.connect()
         self.assertEqual(1, self.ceph.connects)
@@ -168,7 +171,7 @@ class GuardTest(base.TestCase):
     def test_error_on_a_live_connection_drops_it(self):
         self.connect()
         self.ceph.down = True
-        err = self.assertRaises(exception.CephError, self.connect)
+        err = self.assertRaises(exception.AttachRefused, self.connect)
         self.assertIn('inspect RBD image %s' % SPEC, str(err))
         self.ceph.down = False
         self.connect()
@@ -176,18 +179,22 @@ class GuardTest(base.TestCase):
 
     def test_missing_ceph_conf_named(self):
         self.flags(ceph_conf='/nonexistent/ceph.conf', group='shared_cache')
-        err = self.assertRaises(exception.CephError, self.connect)
+        err = self.assertRaises(exception.AttachRefused, self.connect)
         self.assertIn('/nonexistent/ceph.conf does not exist', str(err))
         self.assertIn('ceph_conf', str(err))
+        # and what to configure instead
+        self.assertIn("define libvirt secret %s with private='no'"
+                      % base.SECRET_UUID, str(err))
 
     def test_missing_bindings_named(self):
         with mock.patch.object(cephclient, 'rbd', None):
-            err = self.assertRaises(exception.CephError, self.connect)
+            err = self.assertRaises(exception.AttachRefused, self.connect)
         self.assertIn('python3-rbd', str(err))
 
     def test_bad_image_name_named(self):
         info = base.connection_info(data={'name': 'no-pool'})
-        err = self.assertRaises(exception.CephError, self.connect, info=info)
+        err = self.assertRaises(exception.AttachRefused, self.connect,
+                                info=info)
         self.assertIn("'no-pool'", str(err))
 
     def test_mon_host_from_connection_info(self):
@@ -206,8 +213,8 @@ class GuardTest(base.TestCase):
             raise self.ceph.rados.InvalidArgument('error calling '
                                                   'conf_read_file')
         with mock.patch.object(self.ceph.rados, 'Rados', broken):
-            err = self.assertRaises(exception.CephError, self.connect)
-        self.assertIn('cannot read %s' % self.backend().settings.ceph_conf,
+            err = self.assertRaises(exception.AttachRefused, self.connect)
+        self.assertIn('read %s' % self.backend().settings.ceph_conf,
                       str(err))
 
     def test_missing_key_named(self):
@@ -215,7 +222,7 @@ class GuardTest(base.TestCase):
             raise self.ceph.rados.ObjectNotFound('error connecting to the '
                                                  'cluster')
         with mock.patch.object(self.ceph.rados.Rados, 'connect', no_key):
-            err = self.assertRaises(exception.CephError, self.connect)
+            err = self.assertRaises(exception.AttachRefused, self.connect)
         self.assertIn('no usable key for client.cinder', str(err))
 
     def test_ceph_refusing_to_clear_is_reported_with_its_reason(self):
