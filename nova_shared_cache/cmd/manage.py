@@ -12,7 +12,6 @@ import argparse
 import dataclasses
 import json
 import os
-import shlex
 import subprocess
 import sys
 
@@ -24,6 +23,7 @@ from nova_shared_cache import cephclient
 from nova_shared_cache import cephops
 from nova_shared_cache import conf as sc_conf
 from nova_shared_cache import exception
+from nova_shared_cache import hookinstall
 from nova_shared_cache import hostnet
 
 DEFAULT_CONFIG = '/etc/nova/nova.conf'
@@ -423,31 +423,17 @@ def _fix_text(r):
         else '')
 
 
-HOOK_SCRIPT = """#!/bin/sh
-# libvirt qemu hook of nova-shared-cache (nova-shared-cache install-hook).
-exec %(python)s -m nova_shared_cache.cmd.hook %(config)s"$@"
-"""
-
-
 def cmd_install_hook(conf, out):
-    directory = os.path.join(conf.command.hooks_dir, 'qemu.d')
-    path = os.path.join(directory, HOOK_NAME)
+    hooks_dir = conf.command.hooks_dir
     if conf.command.uninstall:
-        if os.path.exists(path):
-            os.unlink(path)
+        path = hookinstall.hook_path(hooks_dir, HOOK_NAME)
+        if hookinstall.uninstall(hooks_dir, HOOK_NAME):
             out.write('removed %s\n' % path)
         else:
             out.write('%s is not installed\n' % path)
     else:
-        config = ''.join('--config-file %s ' % shlex.quote(
-            os.path.abspath(f)) for f in conf.config_file or [])
-        os.makedirs(directory, mode=0o755, exist_ok=True)
-        with open(path + '.tmp', 'w') as f:
-            f.write(HOOK_SCRIPT % {'python': shlex.quote(sys.executable),
-                                   'config': config})
-        os.chmod(path + '.tmp', 0o755)
-        os.replace(path + '.tmp', path)
-        out.write('installed %s\n' % path)
+        out.write('installed %s\n' % hookinstall.install_checked(
+            hooks_dir, HOOK_NAME, sys.executable, conf.config_file or []))
     if conf.command.reload:
         signalled = _reload_libvirt()
         out.write('asked %s to read its hooks again\n' % (

@@ -9,12 +9,17 @@ the hook prints on stdout as the domain XML (nothing printed: unchanged).
 A hook must not call libvirt (it runs under libvirt's locks). Which other
 domains run is read from libvirt's status files instead.
 
+The installed wrapper (nova_shared_cache.hookinstall) runs this under a time
+limit and refuses only on exit status DENY: whatever this code cannot judge
+exits 0 with a note, and any other failure is allowed by the wrapper.
+
 Safety rules:
 - only a shared RBD disk (``<shareable/>``, or an image another running
   domain uses) in a caching mode is acted on; every other domain, and any
   XML the hook cannot read, is allowed untouched;
 - nothing heavier than lxml is imported unless such a disk is found, so the
-  hook costs one small Python start per domain operation.
+  hook costs one small Python start per start, restore or incoming
+  migration (the wrapper starts no Python for other operations).
 """
 
 import glob
@@ -23,11 +28,14 @@ import sys
 
 from lxml import etree
 
+from nova_shared_cache.cmd import hook as cmd_hook
 from nova_shared_cache.libvirt import domxml
 
 #: Where libvirtd keeps the live XML of each running QEMU domain.
 STATUS_DIR = '/run/libvirt/qemu'
-ACTS_ON = ('prepare', 'migrate', 'restore')
+NOVA_CONF = '/etc/nova/nova.conf'
+ACTS_ON = cmd_hook.ACTS_ON
+DENY = cmd_hook.DENY
 #: Operations whose stdout libvirt reads as the domain XML.
 REWRITES = ('migrate', 'restore')
 
@@ -105,7 +113,8 @@ def decide(argv, xml, load_settings, status_dir=STATUS_DIR):
     except Exception as err:
         return Outcome(message='nova-shared-cache hook: domain %s allowed '
                                'unchecked, the configuration could not be '
-                               'read: %s' % (name, err))
+                               'read: %s; fix it, or %s'
+                               % (name, err, cmd_hook.REMEDY))
     problem = describe(found)
     if settings.hook_mode == 'warn':
         return Outcome(message='nova-shared-cache hook: WARNING: domain %s '
@@ -120,7 +129,7 @@ def decide(argv, xml, load_settings, status_dir=STATUS_DIR):
         return Outcome(stdout=etree.tostring(doc),
                        message='nova-shared-cache hook: domain %s (%s): %s'
                                % (name, operation, '; '.join(changes)))
-    return Outcome(code=1, message=(
+    return Outcome(code=DENY, message=(
         'nova-shared-cache refuses %s of domain %s: %s. Two VMs caching one '
         'RBD image read stale data and lose writes. Fix the definition with '
         "'nova-shared-cache fix --config --domain %s' (cache='%s' and "
@@ -130,7 +139,14 @@ def decide(argv, xml, load_settings, status_dir=STATUS_DIR):
 
 
 def load_settings(config_files):
-    """[shared_cache] from nova.conf (oslo.config: imported only here)."""
+    """[shared_cache] from nova.conf (oslo.config: imported only here).
+
+    No nova.conf at all is an error, not the defaults: a host without its
+    configuration cannot say what the operator chose.
+    """
+    if not config_files:
+        raise RuntimeError('no nova.conf: %s does not exist and the hook was '
+                           'installed without --config-file' % NOVA_CONF)
     from oslo_config import cfg
 
     from nova_shared_cache import conf as sc_conf
@@ -140,27 +156,23 @@ def load_settings(config_files):
     return sc_conf.load(conf)
 
 
-def log_warning(message):
-    try:
-        import syslog
-        syslog.openlog('nova-shared-cache-hook', 0, syslog.LOG_DAEMON)
-        syslog.syslog(syslog.LOG_WARNING, message)
-    except Exception:  # no syslog is not an error here
-        pass
+log_warning = cmd_hook.log_warning
 
 
 def main(argv=None, stdin=None, stdout=None, stderr=None,
          status_dir=STATUS_DIR):
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Answer libvirt; returns the exit status.
+
+    0 allowed (stdout: XML or nothing), DENY refused, FAILED the answer
+    could not be written (the wrapper allows and passes nothing on).
+    """
     stdin = stdin or sys.stdin.buffer
     stdout = stdout or sys.stdout.buffer
     stderr = stderr or sys.stderr
-    config_files = []
-    while argv[:1] == ['--config-file'] and len(argv) > 1:
-        config_files.append(argv[1])
-        argv = argv[2:]
-    if not config_files and os.path.exists('/etc/nova/nova.conf'):
-        config_files = ['/etc/nova/nova.conf']
+    config_files, argv = cmd_hook.split_args(
+        sys.argv[1:] if argv is None else argv)
+    if not config_files and os.path.exists(NOVA_CONF):
+        config_files = [NOVA_CONF]
     try:
         # libvirt writes the whole XML; read it even when it is not needed.
         xml = stdin.read()
@@ -168,14 +180,17 @@ def main(argv=None, stdin=None, stdout=None, stderr=None,
                          status_dir)
     except Exception as err:  # never block on our own bug
         outcome = Outcome(message='nova-shared-cache hook: unexpected %s: '
-                                  '%s (domain allowed)'
+                                  '%s (domain allowed); please report it'
                                   % (type(err).__name__, err))
-    if outcome.message:
-        stderr.write(outcome.message + '\n')
-        stderr.flush()
-        if outcome.code == 0:
-            log_warning(outcome.message)
-    if outcome.stdout:
-        stdout.write(outcome.stdout)
-        stdout.flush()
+    try:
+        if outcome.message:
+            stderr.write(outcome.message + '\n')
+            stderr.flush()
+            if outcome.code == 0:
+                log_warning(outcome.message)
+        if outcome.stdout:
+            stdout.write(outcome.stdout)
+            stdout.flush()
+    except Exception:  # the wrapper passes no partial XML on
+        return cmd_hook.FAILED
     return outcome.code

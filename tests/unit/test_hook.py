@@ -50,7 +50,7 @@ class DecideTest(unittest.TestCase):
     def test_deny(self):
         out = self.decide(['d1', 'prepare', 'begin', '-'],
                           domain('d1', disk()))
-        self.assertEqual(1, out.code)
+        self.assertEqual(hook.DENY, out.code)
         self.assertIn("refuses the start of domain d1: disk vdb (rbd "
                       "volumes/v1, <shareable/>) has cache='writeback'",
                       out.message)
@@ -59,7 +59,7 @@ class DecideTest(unittest.TestCase):
     def test_default_cache_counts_as_caching(self):
         out = self.decide(['d1', 'prepare', 'begin', '-'],
                           domain('d1', disk(cache=None)))
-        self.assertEqual(1, out.code)
+        self.assertEqual(hook.DENY, out.code)
         self.assertIn("cache='default'", out.message)
 
     def test_safe_and_unrelated_domains_pass_silently(self):
@@ -75,7 +75,7 @@ class DecideTest(unittest.TestCase):
         self.running('d0', disk(shareable=False, cache='none'))
         out = self.decide(['d1', 'prepare', 'begin', '-'],
                           domain('d1', disk(shareable=False)))
-        self.assertEqual(1, out.code)
+        self.assertEqual(hook.DENY, out.code)
         self.assertIn('also used by running domain(s) d0', out.message)
         # Its own status file (a restart) does not count.
         os.rename(os.path.join(self.status, 'd0.xml'),
@@ -107,13 +107,13 @@ class DecideTest(unittest.TestCase):
     def test_fix_cannot_rewrite_a_start(self):
         out = self.decide(['d1', 'prepare', 'begin', '-'],
                           domain('d1', disk()), mode='fix')
-        self.assertEqual(1, out.code)
+        self.assertEqual(hook.DENY, out.code)
         self.assertIn("fix --config --domain d1", out.message)
 
     def test_deny_migrate(self):
         out = self.decide(['d1', 'migrate', 'begin', '-'],
                           domain('d1', disk()))
-        self.assertEqual(1, out.code)
+        self.assertEqual(hook.DENY, out.code)
         self.assertIn('refuses the migrate of domain d1', out.message)
 
     def test_other_operations_are_not_looked_at(self):
@@ -173,7 +173,7 @@ class MainTest(unittest.TestCase):
         code, out, err = self.run_main(
             ['d1', 'restore', 'begin', '-'], xml,
             '[shared_cache]\nhook_mode = deny\n')
-        self.assertEqual((1, b''), (code, out))
+        self.assertEqual((hook.DENY, b''), (code, out))
         self.assertIn('refuses the restore', err)
 
     def test_bad_option_value_allows(self):
