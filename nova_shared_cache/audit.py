@@ -305,12 +305,31 @@ def fix_config(row, cache_mode):
 
 
 def fix_live(row, cache_mode, **switch_args):
-    """Switch one running disk to direct I/O, then fix its definition."""
-    result = livefix.switch(row.handle, row.live, **switch_args)
+    """Switch one running disk to direct I/O, then fix its definition.
+
+    The definition is fixed only when the switch finished cleanly; any
+    other outcome (not-switched, rolled-back, partial, interrupted) is
+    reported with what QEMU was left with, and the definition waits for
+    the next ``fix --live``.
+    """
+    try:
+        result = livefix.switch(row.handle, row.live, **switch_args)
+    except livefix.NotSwitched as err:
+        return {'domain': row.domain, 'disk': row.target, 'image': row.image,
+                'action': 'live', 'state': 'not-switched', 'error': str(err),
+                'leftover': [], 'interrupted': None,
+                'config': {'state': 'skipped',
+                           'detail': 'the live switch was not done'}}
     done = dataclasses.asdict(result)
     done['action'] = 'live'
-    done['config'] = (fix_config(row, cache_mode) if row.persistent
-                      else {'state': 'skipped', 'detail': 'transient domain'})
+    if not result.ok:
+        done['config'] = {'state': 'skipped', 'detail': (
+            'interrupted by %s' % result.interrupted if result.interrupted
+            else 'the live switch did not finish')}
+    elif row.persistent:
+        done['config'] = fix_config(row, cache_mode)
+    else:
+        done['config'] = {'state': 'skipped', 'detail': 'transient domain'}
     return done
 
 

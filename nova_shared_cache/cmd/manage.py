@@ -25,6 +25,7 @@ from nova_shared_cache import conf as sc_conf
 from nova_shared_cache import exception
 from nova_shared_cache import hookinstall
 from nova_shared_cache import hostnet
+from nova_shared_cache.libvirt import livefix
 
 DEFAULT_CONFIG = '/etc/nova/nova.conf'
 OK, FINDINGS, ERROR = 0, 1, 2
@@ -361,12 +362,13 @@ def cmd_fix(conf, out):
     try:
         settings, auditor_ = auditor(conf, connection)
         report = auditor_.scan(conf.command.domain)
-        results = _fix(conf, settings, report)
+        results, interrupted = _fix(conf, settings, report)
     finally:
         connection.close()
-    errors = report.errors + [r for r in results if r['state'] == 'error']
+    errors = report.errors + [r for r in results if r['state'] in FIX_FAILED]
     if conf.command.json:
-        out.write(json.dumps({'results': results, 'errors': report.errors},
+        out.write(json.dumps({'results': results, 'errors': report.errors,
+                              'interrupted': interrupted},
                              indent=2, sort_keys=True) + '\n')
     else:
         for r in results:
@@ -375,16 +377,37 @@ def cmd_fix(conf, out):
         for e in report.errors:
             out.write('ERROR %s\n' % ' '.join(
                 '%s=%s' % item for item in sorted(e.items())))
-        if not results:
+        if interrupted:
+            out.write('STOPPED by %s: the disks after the last one shown '
+                      'were not looked at\n' % interrupted)
+        elif not results:
             out.write('nothing to fix\n')
-    return ERROR if errors else OK
+    return ERROR if errors or interrupted else OK
+
+
+# Results of fix that leave something to do (exit status 2).
+FIX_FAILED = ('error', 'not-switched', 'rolled-back', 'partial')
 
 
 def _fix(conf, settings, report):
+    """The results, and the signal that stopped a live switch (or None).
+
+    A signal during a live switch stops it at its next safe point (see
+    livefix) and no further disk is looked at.
+    """
     results = []
     cache_mode = settings.cache_mode
+    leftovers = {}
     for row in report.disks:
         live = conf.command.live and audit.needs_live_fix(row)
+        findings = row.findings
+        if conf.command.live and not live and _has_leftover(row, leftovers):
+            # An earlier fix --live stopped half-way: finish it.
+            live = True
+            findings = findings + [{
+                'code': 'leftover', 'where': 'qemu',
+                'detail': 'node %s left by an earlier fix --live'
+                          % (livefix.TEMP_NODE % row.live.index)}]
         config = (conf.command.config or conf.command.live) and (
             audit.needs_config_fix(row))
         if not (live or config):
@@ -393,7 +416,7 @@ def _fix(conf, settings, report):
                 'image': row.image}
         if conf.command.dry_run:
             results.append(dict(base, action='live' if live else 'config',
-                                state='would fix', findings=row.findings))
+                                state='would fix', findings=findings))
             continue
         try:
             if live:
@@ -403,7 +426,18 @@ def _fix(conf, settings, report):
         except exception.SharedCacheError as err:
             results.append(dict(base, action='live' if live else 'config',
                                 state='error', error=str(err)))
-    return results
+        if results[-1].get('interrupted'):
+            return results, results[-1]['interrupted']
+    return results, None
+
+
+def _has_leftover(row, cache):
+    """Whether QEMU has a temporary node of this disk (nsc-N-storage)."""
+    if not (row.running and row.live is not None and row.live.index):
+        return False
+    if row.domain not in cache:
+        cache[row.domain] = livefix.temp_nodes(row.handle)
+    return row.live.index in cache[row.domain]
 
 
 def _fix_text(r):
@@ -417,10 +451,23 @@ def _fix_text(r):
             ' (%s)' % '; '.join(r['changes'])) if r.get('changes') else
             ' (%s)' % r['detail'] if r.get('detail') else '')
     config = r['config']
-    return 'live %s (VM paused %.1f ms, %.0f ms in all); definition %s%s' % (
-        r['state'], r['pause_ms'], r['total_ms'], config['state'],
-        ' (%s)' % '; '.join(config['changes']) if config.get('changes')
-        else '')
+    definition = 'definition %s%s' % (config['state'], (
+        ' (%s)' % '; '.join(config['changes'])) if config.get('changes') else
+        ' (%s)' % config['detail'] if config.get('detail') else '')
+    if r['state'] == 'not-switched':
+        return 'live NOT SWITCHED: %s; %s' % (r['error'], definition)
+    parts = ['live %s%s (VM paused %.1f ms, %.0f ms in all; VM %s)' % (
+        r['state'] if r['state'] in livefix.OK_STATES
+        else r['state'].upper(),
+        ', INTERRUPTED by %s' % r['interrupted'] if r.get('interrupted')
+        else '', r['pause_ms'], r['total_ms'], r.get('vm') or 'unknown')]
+    if r.get('error'):
+        parts.append(r['error'])
+    parts.extend('LEFT: %s' % left for left in r.get('leftover') or [])
+    if r.get('remedy'):
+        parts.append('TO CLEAN UP: %s' % r['remedy'])
+    parts.append(definition)
+    return '; '.join(parts)
 
 
 def cmd_install_hook(conf, out):

@@ -3,11 +3,26 @@
 libvirt has no API for a disk's block-node state or for reopening a node,
 so these go to QEMU directly. libvirt marks a domain driven this way as
 tainted ("custom-monitor") in its log; nothing else changes for libvirt.
+
+Every command is bounded: libvirt waits for QEMU's answer without a limit
+(and QEMU answers nothing while its main loop sits in a synchronous
+``rbd_close`` or waits for a stopped OSD), so the call runs in a worker
+thread and the caller waits ``timeout`` seconds. A command that did not
+answer in time raises :class:`QmpTimeout`; it is still queued in libvirt
+and may take effect later, and libvirt runs the domain's later jobs only
+after it, so commands keep their order.
+
+The worker is a plain thread: the command line tools that use this module
+do not run under eventlet (under its monkey patching a blocked libvirt
+call would hold every greenthread, bound or not).
 """
 
 import json
+import threading
 
 from nova_shared_cache import exception
+
+TIMEOUT = 5.0       # seconds for one QMP command
 
 
 class QmpError(exception.LibvirtError):
@@ -20,22 +35,109 @@ class QmpError(exception.LibvirtError):
         self.reason = reason
 
 
+class QmpTimeout(QmpError):
+    """No answer in time: whether the command took effect is unknown.
+
+    ``call`` is the call still under way (a :class:`Call`), for a caller
+    that can afford to wait longer.
+    """
+
+    def __init__(self, domain, command, timeout, call=None):
+        super().__init__(domain, command,
+                         'no answer within %g s; whether it took effect is '
+                         'unknown (libvirt still waits for QEMU)' % timeout)
+        self.timeout = timeout
+        self.call = call
+
+
+class Call:
+    """``fn(*args)`` in a daemon thread, waited for with a bound.
+
+    A libvirt call cannot be cancelled; a call that outlives its wait goes
+    on in its thread and its outcome can still be collected.
+    """
+
+    def __init__(self, fn, *args, name='nsc-libvirt-call'):
+        self._done = threading.Event()
+        self._value = self._error = None
+        thread = threading.Thread(target=self._run, args=(fn, args),
+                                  name=name, daemon=True)
+        thread.start()
+
+    def _run(self, fn, args):
+        try:
+            self._value = fn(*args)
+        except BaseException as err:   # handed to the waiting thread
+            self._error = err
+        finally:
+            self._done.set()
+
+    @property
+    def done(self):
+        return self._done.is_set()
+
+    def wait(self, timeout):
+        """True once the call has ended (with a value or an error)."""
+        return self._done.wait(max(timeout, 0))
+
+    def result(self):
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def bounded(fn, *args, timeout, what='call'):
+    """``fn(*args)``; :class:`CallTimeout` if it has not returned in time."""
+    call = Call(fn, *args, name='nsc-%s' % what)
+    if not call.wait(timeout):
+        raise CallTimeout(what, timeout, call)
+    return call.result()
+
+
+class CallTimeout(Exception):
+    """A libvirt call did not return in time (it may still take effect)."""
+
+    def __init__(self, what, timeout, call):
+        super().__init__('%s: no answer within %g s; whether it took effect '
+                         'is unknown' % (what, timeout))
+        self.what = what
+        self.timeout = timeout
+        self.call = call
+
+
 class Monitor:
 
-    def __init__(self, domain):
+    def __init__(self, domain, timeout=None, send=None):
         self.domain = domain
         self.name = domain.name()
+        self.timeout = TIMEOUT if timeout is None else timeout
+        self._send = send
+
+    def _send_default(self, text):
+        import libvirt_qemu
+        return libvirt_qemu.qemuMonitorCommand(self.domain, text, 0)
 
     def __call__(self, command, **arguments):
-        import libvirt
-        import libvirt_qemu
+        return self.execute(command, arguments)
+
+    def execute(self, command, arguments=None, timeout=None):
+        """One QMP command; QEMU's ``return`` value."""
+        try:
+            import libvirt
+            libvirt_error = libvirt.libvirtError
+        except ImportError:
+            libvirt_error = ()
         payload = {'execute': command}
         if arguments:
             payload['arguments'] = arguments
+        timeout = self.timeout if timeout is None else timeout
+        call = Call(self._send or self._send_default, json.dumps(payload),
+                    name='nsc-qmp-%s' % command)
+        if not call.wait(timeout):
+            raise QmpTimeout(self.name, command, timeout, call)
         try:
-            reply = json.loads(libvirt_qemu.qemuMonitorCommand(
-                self.domain, json.dumps(payload), 0))
-        except libvirt.libvirtError as err:
+            reply = json.loads(call.result())
+        except libvirt_error as err:
             raise QmpError(self.name, command, err.get_error_message())
         if 'error' in reply:
             raise QmpError(self.name, command,
