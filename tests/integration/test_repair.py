@@ -214,9 +214,10 @@ def test_4_failure_mid_switch_rolls_back(compute, caching_pair, nova_conf,
                        '--domain', name)
     assert code == 2
     result = json.loads(out)['results'][0]
-    assert result['state'] == 'error'
+    assert result['state'] == 'not-switched'
     assert 'no-such-image' in result['error'] or 'No such file' in \
         result['error'], result
+    assert result['leftover'] == [] and result['vm'] == 'running', result
     monkeypatch.undo()
 
     # 2. The reopen fails while the VM is paused: rolled back, resumed.
@@ -232,7 +233,9 @@ def test_4_failure_mid_switch_rolls_back(compute, caching_pair, nova_conf,
     monkeypatch.undo()
     assert code == 2
     result = json.loads(out)['results'][0]
+    assert result['state'] == 'rolled-back', result
     assert 'rolled back, the disk is unchanged' in result['error'], result
+    assert result['leftover'] == [] and result['vm'] == 'running', result
     dom = compute.domain(instance)._domain
     assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
     nodes = qmp.Monitor(dom).block_nodes()
