@@ -80,6 +80,21 @@ class Libvirt:
                     'libvirtd-without-kvm', hidden]
         return ['libvirtd', '-d']
 
+    def restart_libvirtd(self, timeout=60):
+        """Stop libvirtd and start it again the way ``up`` does.
+
+        Running QEMU processes stay: the new libvirtd reconnects to them
+        (running the qemu hook's ``reconnect``) and reads its hooks anew.
+        """
+        def pids():
+            return common.run(['pgrep', '-x', 'libvirtd'],
+                              check=False).stdout.split()
+        for pid in pids():
+            common.stop_pid(int(pid), timeout=timeout)
+        common.wait_for(lambda: not pids(), timeout, 'libvirtd to exit')
+        common.run(self._libvirtd_command())
+        common.wait_for(self.is_up, 30, 'libvirtd to answer on %s' % URI)
+
     def secret_uuid(self):
         return self._state().get('secret_uuid') or None
 

@@ -9,6 +9,7 @@ import io
 import os
 import shutil
 import subprocess
+import sys
 
 from lxml import etree
 import pytest
@@ -266,3 +267,161 @@ def test_odd_xml_is_never_blocked(hook_env, xml):
         assert proc.returncode == 0, (op, proc.stderr)
         assert proc.stdout == b''
         assert b'Traceback' not in proc.stderr
+
+
+# -- the hook fails open: its environment broken under a running libvirtd --
+
+TREE = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+
+
+def _package_source():
+    """The wheel tox installed here, else the source tree."""
+    import importlib.metadata
+    import json
+    import urllib.parse
+    try:
+        direct = json.loads(importlib.metadata.distribution(
+            'nova-shared-cache').read_text('direct_url.json') or '{}')
+    except importlib.metadata.PackageNotFoundError:
+        direct = {}
+    path = urllib.parse.urlparse(direct.get('url', '')).path
+    return path if path.endswith('.whl') and os.path.exists(path) else TREE
+
+
+@pytest.fixture(scope='module')
+def throwaway_venv(tmp_path_factory):
+    """A venv with nova-shared-cache and its dependencies pip-installed."""
+    venv = str(tmp_path_factory.mktemp('hookvenv') / 'venv')
+    subprocess.run([sys.executable, '-m', 'venv', venv], check=True,
+                   capture_output=True, timeout=300)
+    proc = subprocess.run(
+        [os.path.join(venv, 'bin', 'pip'), 'install', '-q',
+         '--disable-pip-version-check', _package_source()],
+        capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    yield venv
+    shutil.rmtree(venv, ignore_errors=True)
+
+
+@pytest.fixture
+def venv_hook(hook_env, throwaway_venv):
+    """The real hook, written by the throwaway venv's own install-hook.
+
+    The module's hook is put back afterwards, whatever happens.
+    """
+    try:
+        proc = subprocess.run(
+            [os.path.join(throwaway_venv, 'bin', 'nova-shared-cache'),
+             '--config-file', hook_env.conf_path, 'install-hook',
+             '--reload'], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        yield throwaway_venv
+    finally:
+        assert hook_env.manage('install-hook', '--reload')[0] == 0
+
+
+def _qemu_pid(name):
+    with open('/run/libvirt/qemu/%s.pid' % name) as f:
+        return int(f.read().strip())
+
+
+def test_a_hook_whose_package_or_venv_is_gone_allows_starts(
+        hook_env, venv_hook):
+    hook_env.set_mode('deny')
+    with open(HOOK) as f:
+        assert os.path.join(venv_hook, 'bin', 'python') in f.read()
+    dom = hook_env.define('instance-hook-venv',
+                          [hook_env.rbd_disk(hook_env.volume())])
+    args = ['instance-hook-venv', 'prepare', 'begin', '-']
+    xml = dom.XMLDesc(0).encode()
+    # While the venv is whole, the hook judges (and refuses).
+    error = _start_error(dom)
+    assert error and 'refuses the start' in error, error
+    # The package uninstalled from that venv: the hook cannot judge.
+    subprocess.run([os.path.join(venv_hook, 'bin', 'pip'), 'uninstall',
+                    '-y', '-q', 'nova-shared-cache'], check=True,
+                   capture_output=True, timeout=120)
+    proc = _run_hook(args, xml)
+    assert (proc.returncode, proc.stdout) == (0, b''), proc.stderr
+    assert b'allowed unchecked: it failed with exit status 1' in proc.stderr
+    assert b'install-hook --uninstall' in proc.stderr
+    assert _start_error(dom) is None
+    assert dom.isActive()
+    dom.destroy()
+    # The venv deleted.
+    shutil.rmtree(venv_hook)
+    proc = _run_hook(args, xml)
+    assert (proc.returncode, proc.stdout) == (0, b''), proc.stderr
+    assert b'its Python interpreter' in proc.stderr
+    assert _start_error(dom) is None
+    assert dom.isActive()
+    dom.destroy()
+
+
+def test_libvirtd_restart_with_a_broken_hook_keeps_vms_running(
+        hook_env, tmp_path):
+    import libvirt
+
+    from nova_shared_cache.embedded import common
+    from nova_shared_cache import hookinstall
+    # An interpreter that fails whatever it is asked (a package gone), and
+    # notes each call.
+    calls = tmp_path / 'calls'
+    python = tmp_path / 'python'
+    python.write_text('#!/bin/sh\ncat >/dev/null\necho "$*" >> %s\n'
+                      'exit 1\n' % calls)
+    python.chmod(0o755)
+    # After ours (qemu.d runs in name order), a hook that notes what
+    # libvirtd ran: once it has seen a reconnect, ours has answered.
+    seen_by_libvirt = tmp_path / 'libvirt-ran'
+    recorder = os.path.join(manage.HOOKS_DIR, 'qemu.d', '99-nsc-test-recorder')
+    hook_env.set_mode('deny')
+    names = ['instance-hook-restart-1', 'instance-hook-restart-2']
+    try:
+        hookinstall.install(manage.HOOKS_DIR, manage.HOOK_NAME,
+                            hookinstall.render(str(python),
+                                               [hook_env.conf_path]))
+        hookinstall.install(manage.HOOKS_DIR, '99-nsc-test-recorder',
+                            '#!/bin/sh\necho "$1 $2" >> %s\n'
+                            % seen_by_libvirt)
+        domains = [hook_env.define(names[0], []), hook_env.define(
+            names[1], [hook_env.rbd_disk(hook_env.volume())])]
+        for dom in domains:
+            assert _start_error(dom) is None
+        pids = {name: _qemu_pid(name) for name in names}
+        hook_env.stack.libvirt.restart_libvirtd()
+        try:
+            hook_env.connection.close()
+        except libvirt.libvirtError:
+            pass
+        hook_env.connection = libvirt.open('qemu:///system')
+        hook_env.defined = [
+            d for d in hook_env.connection.listAllDomains()
+            if d.name() in {old.name() for old in hook_env.defined}]
+        reconnects = ['%s reconnect' % name for name in names]
+        common.wait_for(lambda: set(reconnects) <= set(
+            seen_by_libvirt.read_text().splitlines()), 60,
+            'libvirtd to run the hooks for reconnect')
+        for name in names:
+            dom = hook_env.connection.lookupByName(name)
+            # Takes the domain's job: waits for the end of the reconnect
+            # (which kills the QEMU when a hook failed).
+            dom.memoryStats()
+            assert dom.isActive(), name
+            assert _qemu_pid(name) == pids[name], name
+            os.kill(pids[name], 0)  # that QEMU process still runs
+        # The hook ran (and failed) for both starts; Python never started
+        # for reconnect.
+        seen = calls.read_text().splitlines()
+        assert [line.split(' -- ')[1] for line in seen] == [
+            '%s prepare begin -' % name for name in names], seen
+    finally:
+        if os.path.exists(recorder):
+            os.unlink(recorder)
+        assert hook_env.manage('install-hook', '--reload')[0] == 0
+        for name in names:
+            try:
+                hook_env.connection.lookupByName(name).destroy()
+            except libvirt.libvirtError:
+                pass
