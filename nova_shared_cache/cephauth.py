@@ -131,11 +131,13 @@ def libvirt_secret_key(connection, secret_uuid):
 
 
 def resolve(conffile, user, secret_uuid=None, libvirt_connection=None,
-            mon_host=None):
+            mon_host=None, volume_monitors=False):
     """The Credentials to use for ``client.<user>``.
 
     ``mon_host``: the volume's monitors from connection_info; without a
     ceph.conf they are the only way to find the cluster.
+    ``volume_monitors``: no volume at hand (the report at start): assume
+    each volume names its monitors, as Cinder's RBD driver does.
     """
     if not user:
         return Credentials(
@@ -167,14 +169,15 @@ def resolve(conffile, user, secret_uuid=None, libvirt_connection=None,
     if secret_uuid:
         key, problem = libvirt_secret_key(libvirt_connection, secret_uuid)
         if key:
-            if not have_conf and not mon_host:
+            if not (have_conf or mon_host or volume_monitors):
                 why.append('the volume names no monitors and there is no '
                            'ceph.conf')
             else:
                 return Credentials(
                     LIBVIRT_SECRET, user, conffile if have_conf else None,
-                    'client.%s, key of libvirt secret %s' % (user,
-                                                             secret_uuid),
+                    'client.%s, key of libvirt secret %s%s' % (
+                        user, secret_uuid, '' if have_conf else
+                        " (monitors from each volume's connection_info)"),
                     key=key)
         else:
             why.append(problem)

@@ -147,7 +147,8 @@ class RbdBackend(base.SharedVolumeBackend):
         secret_uuid = self._libvirt_opt('rbd_secret_uuid')
         credentials = cephauth.resolve(
             settings.ceph_conf, user, secret_uuid=secret_uuid,
-            libvirt_connection=self._libvirt_connection)
+            libvirt_connection=self._libvirt_connection,
+            volume_monitors=True)
         if credentials.usable:
             LOG.info("nova-shared-cache: the Ceph-side checks of RBD volumes "
                      "use %(detail)s (volumes naming another user or secret "

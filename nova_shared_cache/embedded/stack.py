@@ -20,7 +20,7 @@ class Stack:
         self.libvirt = virt.Libvirt(self.root)
         self.secret_uuid = None
 
-    def up(self, guest_image=True, secret_uuid=None):
+    def up(self, guest_image=True, secret_uuid=None, secret_private=True):
         if os.geteuid() != 0:
             raise common.StackError(reason="run as root (libvirtd, Ceph "
                                            "daemons, /etc/ceph/ceph.conf)")
@@ -32,13 +32,18 @@ class Stack:
         self.ceph.up()
         self.ceph.write_client_conf()
         self.libvirt.up()
+        self.set_secret(secret_uuid, private=secret_private)
+        return self
+
+    def set_secret(self, secret_uuid=None, private=True):
+        """(Re)define the libvirt ceph secret, private or not."""
         key_file = self.ceph.write_key_file()
         try:
-            self.secret_uuid = self.libvirt.ensure_secret(key_file,
-                                                          secret_uuid)
+            self.secret_uuid = self.libvirt.ensure_secret(
+                key_file, secret_uuid or self.secret_uuid, private=private)
         finally:
             os.unlink(key_file)
-        return self
+        return self.secret_uuid
 
     def down(self, domains=True):
         # Outside the test harness (devstack) the domains are Nova's own.
@@ -63,6 +68,11 @@ def main(argv=None):
                         help='up: do not build the test guest')
     parser.add_argument('--secret-uuid',
                         help='up: the uuid of the libvirt ceph secret')
+    parser.add_argument('--secret-private', choices=('yes', 'no'),
+                        default='yes',
+                        help="up: libvirt's private flag of the secret "
+                             "('no' lets nova-shared-cache's guard read the "
+                             "key, as devstack-plugin-ceph defines it)")
     parser.add_argument('--keep-domains', action='store_true',
                         help="down: leave libvirt's domains alone")
     args = parser.parse_args(argv)
@@ -70,7 +80,8 @@ def main(argv=None):
     try:
         if args.action == 'up':
             stack.up(guest_image=not args.no_guest_image,
-                     secret_uuid=args.secret_uuid)
+                     secret_uuid=args.secret_uuid,
+                     secret_private=args.secret_private == 'yes')
             common.progress('stack up under %s (secret %s); '
                             '"tools/stack down" removes it'
                             % (stack.root, stack.secret_uuid))

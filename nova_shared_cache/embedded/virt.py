@@ -98,20 +98,26 @@ class Libvirt:
     def secret_uuid(self):
         return self._state().get('secret_uuid') or None
 
-    def ensure_secret(self, key_file, wanted=None):
+    def ensure_secret(self, key_file, wanted=None, private=True):
         """A ceph secret holding the client key; returns its uuid.
 
         ``wanted``: the uuid it must have (a deployment tool that already
         wrote it into cinder.conf); an existing secret of this stack with
-        another uuid is replaced.
+        another uuid is replaced. ``private``: libvirt's private flag
+        (devstack-plugin-ceph and most deployment tools say 'no', which
+        lets the guard read the key; 'yes' keeps it inside libvirt). A
+        secret whose flag differs is defined again under the same uuid.
         """
         state = self._state()
         secret_uuid = state.get('secret_uuid') or self._find_secret()
         if secret_uuid and wanted and secret_uuid != wanted:
             self.virsh('secret-undefine', secret_uuid, check=False)
             secret_uuid = None
+        if secret_uuid and self.secret_private(secret_uuid) != private:
+            self.virsh('secret-undefine', secret_uuid, check=False)
+            wanted, secret_uuid = secret_uuid, None
         if not secret_uuid:
-            secret_uuid = self._define_secret(wanted)
+            secret_uuid = self._define_secret(wanted, private)
         if state.get('secret_uuid') != secret_uuid:
             state['secret_uuid'] = secret_uuid
             self._save(state)
@@ -129,11 +135,18 @@ class Libvirt:
                 return parts[0]
         return None
 
-    def _define_secret(self, secret_uuid=None):
+    def secret_private(self, secret_uuid):
+        """libvirt's private flag of a secret (None: no such secret)."""
+        out = self.virsh('secret-dumpxml', secret_uuid, check=False)
+        if out.returncode:
+            return None
+        return "private='yes'" in out.stdout or 'private="yes"' in out.stdout
+
+    def _define_secret(self, secret_uuid=None, private=True):
         secret_uuid = secret_uuid or str(uuid.uuid4())
-        xml = ("<secret ephemeral='no' private='yes'><uuid>%s</uuid>"
+        xml = ("<secret ephemeral='no' private='%s'><uuid>%s</uuid>"
                "<usage type='ceph'><name>%s</name></usage></secret>"
-               % (secret_uuid, SECRET_USAGE))
+               % ('yes' if private else 'no', secret_uuid, SECRET_USAGE))
         with tempfile.NamedTemporaryFile('w', suffix='.xml') as f:
             f.write(xml)
             f.flush()

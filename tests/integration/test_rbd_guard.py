@@ -248,7 +248,7 @@ def test_monitor_stopped_fails_a_new_connection_within_ceph_timeout(
     try:
         # A compute that has to connect now cannot: bounded, clear error.
         started = time.monotonic()
-        with pytest.raises(exception.CephError) as err:
+        with pytest.raises(exception.AttachRefused) as err:
             connect(make_backend(cluster, ceph_timeout=3), info)
         elapsed = time.monotonic() - started
         # One already connected reads the image from the OSDs, which are
@@ -256,7 +256,7 @@ def test_monitor_stopped_fails_a_new_connection_within_ceph_timeout(
         started = time.monotonic()
         try:
             connect(cached, info)
-        except exception.CephError:
+        except exception.AttachRefused:
             pass
         elapsed_cached = time.monotonic() - started
     finally:
@@ -275,12 +275,12 @@ def test_cluster_unreachable_fails_within_ceph_timeout(cluster):
     _signal_daemons(cluster, signal.SIGSTOP)
     try:
         started = time.monotonic()
-        with pytest.raises(exception.CephError) as err:
+        with pytest.raises(exception.AttachRefused) as err:
             connect(backend, info)
         elapsed = time.monotonic() - started
         fresh = make_backend(cluster, ceph_timeout=3)
         started = time.monotonic()
-        with pytest.raises(exception.CephError) as err_fresh:
+        with pytest.raises(exception.AttachRefused) as err_fresh:
             connect(fresh, info)
         elapsed_fresh = time.monotonic() - started
     finally:
@@ -295,7 +295,7 @@ def test_cluster_unreachable_fails_within_ceph_timeout(cluster):
         try:
             connect(backend, info)
             break
-        except exception.CephError:
+        except exception.AttachRefused:
             if time.monotonic() > deadline:
                 raise
             time.sleep(1)

@@ -195,6 +195,18 @@ class FailSafeTest(base.TestCase):
         self.assertIn('key of libvirt secret %s' % base.SECRET_UUID,
                       self.log())
 
+    def test_report_at_start_without_any_ceph_conf(self):
+        # Monitors come from each volume: a readable secret is enough.
+        self.flags(rbd_user='cinder', rbd_secret_uuid=base.SECRET_UUID,
+                   group='libvirt')
+        self.flags(ceph_conf='/nonexistent/ceph.conf', group='shared_cache')
+        self.connection.secrets[base.SECRET_UUID] = FakeSecret(False)
+        self.backend().report_at_start()
+        self.assertIn("key of libvirt secret %s (monitors from each "
+                      "volume's connection_info)" % base.SECRET_UUID,
+                      self.log())
+        self.assertNotIn('cannot check', self.log())
+
     def test_report_at_start_never_stops_the_driver(self):
         drv = self.make_driver()
         with mock.patch.object(drv._shared_backends[0], 'report_at_start',
