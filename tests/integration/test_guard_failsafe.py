@@ -11,6 +11,7 @@ shared Ceph connection under concurrent calls while Ceph is frozen.
 """
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -329,9 +330,13 @@ def test_concurrent_calls_against_frozen_ceph(stack, frozen):
         try:
             proc.stdin.write('go\n')
             proc.stdin.flush()
-            line = proc.stdout.readline()
+            # Bounded: with the connection shut down under calls still in
+            # librados, the calls never came back (seen: > 2 minutes).
+            ready, _, _ = select.select([proc.stdout], [], [], 60)
+            line = proc.stdout.readline() if ready else ''
         finally:
             _signal(stack.ceph, signal.SIGCONT, kinds)
+        assert line, 'the calls did not come back within 60 s'
         proc.stdin.write('thawed\n')
         proc.stdin.flush()
         out, err = proc.communicate(timeout=120)
