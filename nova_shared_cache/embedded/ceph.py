@@ -10,6 +10,7 @@ rather than restarting half of it.
 import json
 import os
 import shutil
+import signal
 import tempfile
 import time
 import uuid
@@ -182,6 +183,51 @@ class Cluster:
                    check=False)
         if os.path.isdir(self.root):
             shutil.rmtree(self.root, ignore_errors=True)
+
+    def restart_osd(self, stop_timeout=60, timeout=90):
+        """Stop the OSD cleanly and start it again the way ``up`` does."""
+        self.stop_osd(stop_timeout)
+        self.start_osd(timeout)
+
+    def stop_osd(self, timeout=60):
+        """Stop the OSD so that a restart keeps its data.
+
+        A memstore OSD keeps its objects only if it unmounts its store,
+        which Ceph's fast shutdown (the default) skips: it is turned off
+        first. An OSD that must be killed loses its data, and this says so.
+        """
+        pid = self.daemons()['osd.0']
+        if not (pid and common.pid_alive(pid)):
+            raise common.StackError(reason="osd.0 is not running")
+        self.ceph('tell', 'osd.0', 'config', 'set', 'osd_fast_shutdown',
+                  'false', timeout=30)
+        os.kill(pid, signal.SIGTERM)
+        try:
+            common.wait_for(lambda: not common.pid_alive(pid), timeout,
+                            'osd.0 (pid %d) to stop' % pid)
+        except common.StackError:
+            common.stop_pid(pid, timeout=0)
+            raise common.StackError(
+                reason="osd.0 did not stop within %ss and was killed: its "
+                       "memstore data is lost" % timeout)
+
+    def start_osd(self, timeout=90):
+        """Start the OSD again and wait until every PG is active."""
+        common.run(['ceph-osd', '-c', self.conf, '-i', '0'])
+        common.wait_for(self.is_up, timeout, 'the OSD to come up again')
+        common.wait_for(self._pgs_active, timeout,
+                        'every placement group to be active again')
+
+    def _pgs_active(self):
+        proc = self.ceph('pg', 'stat', '-f', 'json', timeout=20, check=False)
+        if proc.returncode:
+            return False
+        summary = json.loads(proc.stdout).get('pg_summary', {})
+        states = summary.get('num_pg_by_state', [])
+        total = summary.get('num_pgs', 0)
+        active = sum(s.get('num', 0) for s in states
+                     if 'active' in s.get('name', '').split('+'))
+        return total > 0 and active == total
 
     # -- users and images ---------------------------------------------------
 
