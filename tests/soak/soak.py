@@ -77,6 +77,12 @@ HOOK_DOMAIN = """<domain type='qemu'>
 """
 
 
+#: libvirt's domain states (virDomainState).
+STATES = {0: 'nostate', 1: 'running', 2: 'blocked', 3: 'paused',
+          4: 'shutting down', 5: 'shut off', 6: 'crashed',
+          7: 'suspended (PM)'}
+
+
 class Interrupted(BaseException):
     """SIGINT or SIGTERM: stop the loop, tear everything down."""
 
@@ -606,17 +612,26 @@ class Soak:
         broken = []
         for vm in self.vms:
             try:
-                state = self.compute.domain(vm.instance)._domain.state()[0]
-                pid = self.qemu_pid(vm)
+                state, reason = self.compute.domain(
+                    vm.instance)._domain.state()
             except Exception as err:
                 cycle.fail('running', '%s: cannot read its state: %s'
                            % (vm.label, err))
                 broken.append(vm)
                 continue
             if state != libvirt.VIR_DOMAIN_RUNNING:
-                cycle.fail('running', '%s is in libvirt state %d, not '
-                           'running' % (vm.label, state))
+                cycle.fail('running', '%s is %s (libvirt state %d, reason '
+                           '%d), not running' % (
+                               vm.label, STATES.get(state, '?'), state,
+                               reason))
                 broken.append(vm)
+                continue
+            try:
+                pid = self.qemu_pid(vm)
+            except OSError as err:
+                cycle.fail('running', '%s: no QEMU pid: %s' % (vm.label, err))
+                broken.append(vm)
+                continue
             if vm.label not in rebooted and pid != vm.pid:
                 cycle.fail('running', '%s has QEMU pid %d, was %d: it was '
                            'restarted' % (vm.label, pid, vm.pid))
