@@ -201,7 +201,7 @@ class Auditor:
             row.features = status['single_client_features']
             row.other_host_clients = [
                 w['address'] for w in status['watchers']
-                if hostnet.address_host(w['address']) not in self._local]
+                if not hostnet.is_local(w['address'], self._local)]
 
     # -- the audit ------------------------------------------------------------
 
@@ -214,6 +214,8 @@ class Auditor:
             rows.extend(self._rows(*found, errors=report.errors))
         if self.ceph and rows:
             if self._local is None:
+                # Raises when they cannot be read: with every client taken
+                # for a remote one, unshared disks would look shared.
                 self._local = hostnet.local_addresses()
             self._ceph_status(rows, report.errors)
         users = {}

@@ -34,14 +34,24 @@ def feature_mask(names, rbd_mod):
     return mask
 
 
-def parse_image_spec(spec):
-    """'pool/image' -> ('pool', 'image'); a clear error for anything else."""
-    parts = str(spec or '').split('/')
+def parse_image_spec(spec, source="connection_info data 'name'",
+                     what='find the RBD image of the volume'):
+    """'pool/image' -> ('pool', 'image'); a clear error for anything else.
+
+    The one parser of image specs: the guard (``source`` the volume's
+    connection_info) and the commands (``source`` their POOL/IMAGE
+    argument) both check through it, before any Ceph connection.
+    """
+    text = str(spec or '')
+    parts = text.split('/')
+    reason = None
     if len(parts) != 2 or not all(parts):
+        reason = 'expected POOL/IMAGE'
+    elif any(ord(c) < 32 or ord(c) == 127 for c in text):
+        reason = 'it holds a control character'
+    if reason:
         raise exception.CephError(
-            what='find the RBD image of the volume',
-            reason="connection_info data 'name' is %r, expected "
-                   "'pool/image'" % (spec,))
+            what=what, reason="%s is %r, %s" % (source, spec, reason))
     return parts[0], parts[1]
 
 

@@ -70,3 +70,15 @@ class LiveSwitchError(SharedCacheError):
 
 class UsageError(SharedCacheError):
     msg_fmt = "%(reason)s"
+
+
+class LocalAddressesUnknown(SharedCacheError):
+    msg_fmt = ("nova-shared-cache cannot tell this host's Ceph clients from "
+               "other hosts' clients: %(reason)s")
+
+
+class BadClientAddress(SharedCacheError):
+    msg_fmt = ("%(address)r is not a Ceph client address (%(reason)s); "
+               "expected IP:PORT/NONCE as 'status' shows it, for example "
+               "10.0.0.7:0/2041893277, v2:10.0.0.7:0/2041893277 or "
+               "[fd00::7]:0/2041893277")

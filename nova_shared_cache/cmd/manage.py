@@ -9,7 +9,9 @@ Exit status: 0 done (audit: nothing found), 1 audit findings, 2 error.
 """
 
 import argparse
+import contextlib
 import dataclasses
+import io
 import json
 import os
 import subprocess
@@ -29,6 +31,7 @@ from nova_shared_cache.libvirt import livefix
 
 DEFAULT_CONFIG = '/etc/nova/nova.conf'
 OK, FINDINGS, ERROR = 0, 1, 2
+MEANINGS = {OK: 'ok', FINDINGS: 'findings', ERROR: 'error'}
 HOOKS_DIR = '/etc/libvirt/hooks'
 HOOK_NAME = '50-nova-shared-cache'
 #: How long opening the libvirt connection may take.
@@ -159,27 +162,47 @@ def ceph_client(conf):
 
 # -- local libvirt domains --------------------------------------------------
 
-def local_domains_using(conf, spec):
-    """Names of the local libvirt domains with an RBD disk on ``spec``."""
+def _libvirt_module():
     try:
         import libvirt
-    except ImportError:
-        return None
-    uri = conf.libvirt.connection_uri or 'qemu:///system'
-    try:
-        connection = libvirt.openReadOnly(uri)
-    except libvirt.libvirtError:
-        return None
+    except ImportError as err:
+        raise exception.LibvirtError(
+            what='load the libvirt Python bindings',
+            reason='%s (install python3-libvirt and make it visible to this '
+                   'Python environment)' % err)
+    return libvirt
+
+
+def _libvirt_uri(conf):
+    return conf.libvirt.connection_uri or 'qemu:///system'
+
+
+def local_domains_using(conf, spec):
+    """Names of the local libvirt domains with an RBD disk on ``spec``.
+
+    Raises LibvirtError when libvirt cannot be asked.
+    """
+    libvirt = _libvirt_module()
+    connection = open_libvirt(conf, read_only=True)
     try:
         names = []
         for domain in connection.listAllDomains():
-            doc = etree.fromstring(domain.XMLDesc(0))
+            try:
+                doc = etree.fromstring(domain.XMLDesc(0))
+            except libvirt.libvirtError as err:
+                if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    continue    # gone since the listing
+                raise
             for source in doc.findall('./devices/disk/source'):
                 if (source.get('protocol') == 'rbd'
                         and source.get('name') == spec):
                     names.append(domain.name())
                     break
         return sorted(names)
+    except libvirt.libvirtError as err:
+        raise exception.LibvirtError(
+            what='list the domains at %s' % _libvirt_uri(conf),
+            reason=err.get_error_message())
     finally:
         connection.close()
 
@@ -188,13 +211,19 @@ def local_domains_using(conf, spec):
 
 def cmd_status(conf, out):
     spec = conf.command.image
+    # Before Ceph: a status that cannot tell this host's clients from the
+    # others' would call this host's VMs "another host" (check_input has
+    # already checked the spec).
+    local = hostnet.local_addresses()
     client = ceph_client(conf)
     status = client.call('read the status of %s' % spec,
                          lambda cluster: cephops.image_status(cluster, spec))
-    local = hostnet.local_addresses()
-    domains = local_domains_using(conf, spec)
+    try:
+        domains, domains_error = local_domains_using(conf, spec), None
+    except exception.LibvirtError as err:
+        domains, domains_error = None, str(err)
     for watcher in status['watchers']:
-        is_local = hostnet.address_host(watcher['address']) in local
+        is_local = hostnet.is_local(watcher['address'], local)
         watcher['local'] = is_local
         # Ceph does not say which process a client is (its address nonce
         # is random); the candidates are the local domains using the image,
@@ -205,6 +234,8 @@ def cmd_status(conf, out):
     if len(local_watchers) == 1 and domains and len(domains) == 1:
         local_watchers[0]['domain'] = domains[0]
     status['local_domains'] = domains
+    if domains_error:
+        status['local_domains_error'] = domains_error
     if conf.command.json:
         out.write(json.dumps(status, indent=2, sort_keys=True) + '\n')
         return OK
@@ -214,6 +245,8 @@ def cmd_status(conf, out):
     if status['single_client_features']:
         out.write('WARNING:   single-client features %s\n'
                   % ', '.join(status['single_client_features']))
+    if domains_error:
+        out.write('WARNING:   local domains unknown: %s\n' % domains_error)
     out.write('clients:   %d\n' % len(status['watchers']))
     for w in status['watchers']:
         if not w['local']:
@@ -230,8 +263,8 @@ def cmd_status(conf, out):
 def cmd_fence(conf, out):
     spec = conf.command.image
     address = conf.command.client
-    client = ceph_client(conf)
     if conf.command.undo:
+        client = ceph_client(conf)
         entry = client.call(
             'unfence %s' % address,
             lambda c: cephops.blocklist_rm(c, address, client.user))
@@ -243,22 +276,32 @@ def cmd_fence(conf, out):
         result = {'image': spec, 'client': address, 'fenced': False,
                   'entry': None}
     else:
+        # Read before Ceph is asked: unreadable addresses stop the command
+        # unless --force says that a local client may be fenced anyway.
+        local = None if conf.command.force else hostnet.local_addresses()
+        client = ceph_client(conf)
         status = client.call('read the status of %s' % spec,
                              lambda c: cephops.image_status(c, spec))
-        watchers = {w['address'] for w in status['watchers']}
-        if address not in watchers:
+        watchers = sorted(w['address'] for w in status['watchers'])
+        same = [w for w in watchers if hostnet.same_client(w, address)]
+        if not same:
             raise exception.CephError(
                 what='fence client %s' % address,
                 reason='it is not a client of %s (its clients: %s)' % (
-                    spec, ', '.join(sorted(watchers)) or 'none'))
-        host = hostnet.address_host(address)
-        if host in hostnet.local_addresses() and not conf.command.force:
+                    spec, ', '.join(watchers) or 'none'))
+        address = same[0]   # as Ceph spells it
+        if local is not None and hostnet.is_local(address, local):
+            try:
+                domains = ', '.join(local_domains_using(conf, spec)
+                                    or ['none found'])
+            except exception.LibvirtError as err:
+                domains = 'unknown: %s' % err
             raise exception.CephError(
                 what='fence client %s' % address,
                 reason="it is a client on this host (%s), presumably one of "
                        "its own running domains (%s); pass --force to fence "
-                       "it anyway" % (host, ', '.join(
-                           local_domains_using(conf, spec) or ['unknown'])))
+                       "it anyway" % (hostnet.address_host(address),
+                                      domains))
         entry = client.call(
             'fence %s' % address,
             lambda c: cephops.blocklist_add(c, address, conf.command.expire,
@@ -275,17 +318,18 @@ def cmd_fence(conf, out):
     return OK
 
 
-def open_libvirt(conf):
-    """A read-write connection (QMP needs one), with a bounded wait."""
+def open_libvirt(conf, read_only=False):
+    """A libvirt connection (read-write: QMP needs one), a bounded wait."""
     import threading
 
-    import libvirt
-    uri = conf.libvirt.connection_uri or 'qemu:///system'
+    libvirt = _libvirt_module()
+    uri = _libvirt_uri(conf)
+    opener = libvirt.openReadOnly if read_only else libvirt.open
     box = {}
 
     def connect():
         try:
-            box['connection'] = libvirt.open(uri)
+            box['connection'] = opener(uri)
         except libvirt.libvirtError as err:
             box['error'] = err.get_error_message()
 
@@ -506,22 +550,152 @@ def _reload_libvirt():
 COMMANDS = {'status': cmd_status, 'fence': cmd_fence, 'audit': cmd_audit,
             'fix': cmd_fix, 'install-hook': cmd_install_hook}
 
+#: What an operator can do when this host's addresses cannot be read.
+_ADDRESS_REMEDY = {
+    'audit': '; or pass --no-ceph to audit without asking Ceph (sharing is '
+             'then judged by <shareable/> and the local domains only)',
+    'fix': '; or pass --no-ceph to fix what <shareable/> and the local '
+           'domains show',
+    'fence': "; --force fences without this check (make sure the client is "
+             "not one of this host's domains)",
+}
+
+
+def _check_ceph_user(user):
+    if user is None:
+        return
+    if not user or any(c.isspace() or not c.isprintable() for c in user):
+        raise exception.UsageError(
+            reason='--ceph-user %r is not a Ceph user id' % user)
+    if user.startswith('client.'):
+        raise exception.UsageError(
+            reason="--ceph-user takes the id without 'client.' (for %s: "
+                   "--ceph-user %s)" % (user, user[len('client.'):]))
+
+
+def check_input(conf):
+    """Check the command line and nova.conf before any connection."""
+    command = conf.command
+    name = command.name
+    if name in ('status', 'fence'):
+        cephops.parse_image_spec(command.image, source='POOL/IMAGE',
+                                 what='use the image argument')
+    if name == 'fence':
+        hostnet.parse_client_address(command.client)
+    if name in ('status', 'fence', 'audit', 'fix'):
+        _check_ceph_user(command.ceph_user)
+        sc_conf.load(conf)
+    if name in ('audit', 'fix'):
+        for domain in command.domain or []:
+            if not domain.strip():
+                raise exception.UsageError(
+                    reason='--domain needs a domain name, not %r' % domain)
+        if not command.no_ceph:
+            hostnet.local_addresses()
+
+
+class _ParseExit(Exception):
+    """argparse ended the parsing (usage error or --help)."""
+
+    def __init__(self, code, stdout, stderr):
+        super().__init__(code)
+        self.code, self.stdout, self.stderr = code, stdout, stderr
+
+
+def _parse_args(argv, err):
+    captured_out, captured_err = io.StringIO(), io.StringIO()
+    exited = None
+    try:
+        with contextlib.redirect_stdout(captured_out), \
+                contextlib.redirect_stderr(captured_err):
+            return make_conf(argv)
+    except SystemExit as done:
+        exited = OK if done.code is None else done.code
+        if not isinstance(exited, int):
+            captured_err.write('%s\n' % exited)
+            exited = ERROR
+    finally:
+        if exited is None:
+            # Whatever else oslo.config printed (a deprecation warning...).
+            err.write(captured_out.getvalue() + captured_err.getvalue())
+    raise _ParseExit(exited, captured_out.getvalue(),
+                     captured_err.getvalue())
+
+
+def _document(doc, code):
+    doc.setdefault('exit_code', code)
+    doc.setdefault('meaning', MEANINGS.get(code, 'error'))
+    return json.dumps(doc, indent=2, sort_keys=True) + '\n'
+
+
+def _error_document(message, error_type, command, code=ERROR, **extra):
+    return _document(dict(extra, error=message, error_type=error_type,
+                          command=command), code)
+
 
 def main(argv=None, out=None, err=None):
+    """Run one command; its exit status.
+
+    With --json, stdout gets exactly one JSON document whatever happens
+    (errors too: {"error": ..., "exit_code": 2, "meaning": "error"}).
+    """
     out = out or sys.stdout
     err = err or sys.stderr
+    argv = list(sys.argv[1:] if argv is None else argv)
+    as_json = '--json' in argv
+    # With --json a failing command's partial output is dropped, so that
+    # one document comes out.
+    sink = io.StringIO() if as_json else out
+    command = None
     try:
-        conf = make_conf(sys.argv[1:] if argv is None else argv)
-        return COMMANDS[conf.command.name](conf, out)
-    except (exception.SharedCacheError, cfg.Error) as error:
-        err.write('nova-shared-cache: %s\n' % error)
+        conf = _parse_args(argv, err)
+        command = conf.command.name
+        check_input(conf)
+        code = COMMANDS[command](conf, sink)
+    except _ParseExit as done:
+        err.write(done.stderr)
+        if done.code == OK:     # --help
+            out.write(_document({'help': done.stdout}, OK) if as_json
+                      else done.stdout)
+        elif as_json:
+            lines = done.stderr.strip().splitlines() or ['usage error']
+            out.write(_error_document(
+                lines[-1].split(' error: ', 1)[-1], 'UsageError', None,
+                code=done.code, usage='\n'.join(lines[:-1])))
+        return done.code
+    except (exception.SharedCacheError, cfg.Error,
+            KeyboardInterrupt) as error:
+        message = str(error) or type(error).__name__
+        if isinstance(error, hostnet.AddressError):
+            message += _ADDRESS_REMEDY.get(command, '')
+        elif isinstance(error, KeyboardInterrupt):
+            message = 'interrupted'
+        err.write('nova-shared-cache: %s\n' % message)
+        if as_json:
+            out.write(_error_document(message, type(error).__name__,
+                                      command))
         return ERROR
     except Exception as error:  # never a traceback and exit 1 ("findings")
-        err.write('nova-shared-cache: unexpected %s: %s\n'
-                  % (type(error).__name__, error))
+        message = 'unexpected %s: %s' % (type(error).__name__, error)
+        err.write('nova-shared-cache: %s\n' % message)
+        if as_json:
+            out.write(_error_document(message, type(error).__name__,
+                                      command))
         return ERROR
     finally:
         cephclient.REGISTRY.close_all()
+    if as_json:
+        try:
+            doc = json.loads(sink.getvalue())
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):
+            message = 'the %s command printed no JSON document' % command
+            err.write('nova-shared-cache: %s\n' % message)
+            out.write(_error_document(message, 'UnexpectedOutput', command))
+            return ERROR
+        out.write(_document(doc, code))
+    return code
 
 
 if __name__ == '__main__':

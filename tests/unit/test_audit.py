@@ -11,6 +11,7 @@ import os
 import sys
 import threading
 import time
+import types
 from unittest import mock
 
 from lxml import etree
@@ -102,6 +103,19 @@ class FakeMonitor:
                                       'drv': 'rbd', 'cache': cache}}
 
 
+def use_module(test, name, module):
+    """``import name`` gives ``module`` for the rest of the test.
+
+    In sys.modules itself: rebinding the name ``sys.modules`` (what these
+    tests did) does not stop ``import libvirt`` from finding the real
+    module once something imported it, and the test then talked to the
+    real libvirtd.
+    """
+    patcher = mock.patch.dict(sys.modules, {name: module})
+    patcher.start()
+    test.addCleanup(patcher.stop)
+
+
 class FakeConnection:
 
     def __init__(self, domains):
@@ -128,17 +142,17 @@ class AuditTest(base.TestCase):
                     % base.sc_driver.CONF.shared_cache.ceph_conf)
         self.ceph.add_image(SPEC, features=fakeceph.CINDER_MULTIATTACH)
         self.ceph.add_image(OTHER_SPEC, features=fakeceph.CINDER_MULTIATTACH)
-        self.useFixture(base.fixtures.MonkeyPatch(
-            'sys.modules', dict(sys.modules, libvirt=fakelibvirt)))
+        use_module(self, 'libvirt', fakelibvirt)
         self.useFixture(base.fixtures.MockPatch(
             'nova_shared_cache.libvirt.qmp.Monitor', FakeMonitor))
-        self.useFixture(base.fixtures.MockPatch(
+        self.addresses = self.useFixture(base.fixtures.MockPatch(
             'nova_shared_cache.hostnet.local_addresses',
-            return_value={manage.hostnet.address_host('127.0.0.1:0/1')}))
+            return_value={manage.hostnet.address_host('127.0.0.1:0/1')}
+        )).mock
         self.domains = []
-        self.useFixture(base.fixtures.MockPatch(
+        self.open_libvirt = self.useFixture(base.fixtures.MockPatch(
             'nova_shared_cache.cmd.manage.open_libvirt',
-            side_effect=lambda conf: FakeConnection(self.domains)))
+            side_effect=lambda conf: FakeConnection(self.domains))).mock
 
     def run_cli(self, *args):
         out, err = io.StringIO(), io.StringIO()
@@ -274,36 +288,201 @@ class AuditTest(base.TestCase):
         switch.assert_not_called()
         self.assertEqual([], self.domains[0].updates)
 
+    def test_addresses_unknown_stop_before_libvirt(self):
+        self.ceph.add_image(SPEC, watchers=[REMOTE])
+        self.domains = [FakeDomain('a')]
+        self.addresses.side_effect = exception.LocalAddressesUnknown(
+            reason='no /proc')
+        for command in (('audit',), ('fix', '--config')):
+            with self.subTest(command=command):
+                rc, out, err = self.run_cli(*command)
+                self.assertEqual((2, ''), (rc, out))
+                self.assertIn("cannot tell this host's Ceph clients", err)
+                self.assertIn('pass --no-ceph', err)
+                rc, out, err = self.run_cli(*command, '--json')
+                doc = json.loads(out)
+                self.assertEqual((2, 'error', 'LocalAddressesUnknown'),
+                                 (doc['exit_code'], doc['meaning'],
+                                  doc['error_type']))
+                self.assertIn('pass --no-ceph', doc['error'])
+        self.open_libvirt.assert_not_called()
+        self.assertEqual([], self.ceph.calls)
+        self.assertEqual([], self.domains[0].updates)
+        # --no-ceph needs no addresses: judged on the local view.
+        rc, report = self.audit('--no-ceph')
+        self.assertEqual((0, []), (rc, report['disks'][0]['shared_by']))
+        rc, out, _ = self.run_cli('fix', '--config', '--no-ceph')
+        self.assertEqual((0, 'nothing to fix\n'), (rc, out))
+
+    def test_a_scan_that_cannot_read_the_addresses_is_an_error(self):
+        # Readable when checked, unreadable when the scan reads them.
+        self.domains = [FakeDomain('a')]
+        self.addresses.side_effect = [
+            set(), exception.LocalAddressesUnknown(reason='gone')]
+        rc, out, err = self.run_cli('audit')
+        self.assertEqual((2, ''), (rc, out))
+        self.assertIn('gone; or pass --no-ceph', err)
+
+    def test_injected_addresses_are_used(self):
+        self.ceph.add_image(SPEC, watchers=[REMOTE])
+        self.domains = [FakeDomain('a')]
+        auditor = audit.Auditor(FakeConnection(self.domains),
+                                manage.sc_conf.load(
+                                    manage.make_conf(['audit'])),
+                                local_addresses={manage.hostnet.address_host(
+                                    REMOTE['addr'])})
+        report = auditor.scan()
+        self.addresses.assert_not_called()
+        self.assertEqual([], report.disks[0].shared_by)
+
+    def test_loopback_clients_are_local(self):
+        self.ceph.add_image(SPEC, watchers=[dict(REMOTE,
+                                                 addr='127.0.0.5:0/77')])
+        self.domains = [FakeDomain('a')]
+        rc, report = self.audit()
+        self.assertEqual((0, []), (rc, report['disks'][0]['shared_by']))
+
+    def test_input_checked_before_libvirt(self):
+        with open(self.nova_conf, 'a') as f:
+            f.write('cache_mode = writeback\n')
+        rc, _, err = self.run_cli('audit')
+        self.assertEqual(2, rc)
+        self.assertIn('[shared_cache] cache_mode', err)
+        with open(self.nova_conf, 'w') as f:
+            f.write('[shared_cache]\nceph_conf = %s\n'
+                    % base.sc_driver.CONF.shared_cache.ceph_conf)
+        rc, _, err = self.run_cli('fix', '--config', '--domain', ' ')
+        self.assertEqual(2, rc)
+        self.assertIn('--domain needs a domain name', err)
+        rc, _, err = self.run_cli('audit', '--ceph-user', 'client.cinder')
+        self.assertEqual(2, rc)
+        self.assertIn('--ceph-user cinder', err)
+        self.open_libvirt.assert_not_called()
+        self.addresses.assert_not_called()
+
+    def test_json_documents(self):
+        self.domains = [FakeDomain('a'), FakeDomain('b')]
+        rc, report = self.audit()
+        self.assertEqual((1, 1, 'findings'),
+                         (rc, report['exit_code'], report['meaning']))
+        self.open_libvirt.side_effect = exception.LibvirtError(
+            what='connect to libvirt at qemu:///system', reason='refused')
+        rc, out, _ = self.run_cli('audit', '--json')
+        doc = json.loads(out)
+        self.assertEqual((2, 'LibvirtError', 'audit'),
+                         (rc, doc['error_type'], doc['command']))
+        self.assertIn('connect to libvirt at qemu:///system: refused',
+                      doc['error'])
+        rc, out, _ = self.run_cli('fix', '--json')
+        self.assertEqual('fix needs --config, --live or both',
+                         json.loads(out)['error'])
+
     def test_fix_needs_a_mode(self):
         rc, _, err = self.run_cli('fix')
         self.assertEqual(2, rc)
         self.assertIn('fix needs --config, --live or both', err)
 
 
+class FakeLibvirtError(Exception):
+
+    def __init__(self, message, code=1):
+        super().__init__(message)
+        self.message, self.code = message, code
+
+    def get_error_message(self):
+        return self.message
+
+    def get_error_code(self):
+        return self.code
+
+
+def fake_libvirt(**functions):
+    """A libvirt module with only what open_libvirt and friends use."""
+    def refuse(uri):
+        raise AssertionError('this test opened no connection of this kind')
+    module = types.SimpleNamespace(
+        libvirtError=FakeLibvirtError, VIR_ERR_NO_DOMAIN=42,
+        open=refuse, openReadOnly=refuse, openAuth=refuse)
+    vars(module).update(functions)
+    return module
+
+
 class OpenLibvirtTest(base.TestCase):
 
     def setUp(self):
         super().setUp()
-        self.useFixture(base.fixtures.MonkeyPatch(
-            'sys.modules', dict(sys.modules, libvirt=fakelibvirt)))
         self.conf = manage.make_conf(['audit'])
 
     def test_refused_connection_names_the_uri(self):
         def refuse(uri):
-            raise fakelibvirt.libvirtError('Failed to connect socket')
-        with mock.patch.object(fakelibvirt, 'open', refuse, create=True):
-            err = self.assertRaises(exception.LibvirtError,
-                                    manage.open_libvirt, self.conf)
+            raise FakeLibvirtError('Failed to connect socket')
+        use_module(self, 'libvirt', fake_libvirt(open=refuse))
+        err = self.assertRaises(exception.LibvirtError,
+                                manage.open_libvirt, self.conf)
         self.assertIn('connect to libvirt at qemu:///system', str(err))
+        self.assertIn('Failed to connect socket', str(err))
 
     def test_a_hung_daemon_is_waited_for_a_bounded_time(self):
         release = threading.Event()
         self.addCleanup(release.set)
-        with mock.patch.object(fakelibvirt, 'open',
-                               lambda uri: release.wait(30), create=True), \
-                mock.patch.object(manage, 'LIBVIRT_TIMEOUT', 0.3):
+        use_module(self, 'libvirt',
+                   fake_libvirt(open=lambda uri: release.wait(30)))
+        with mock.patch.object(manage, 'LIBVIRT_TIMEOUT', 0.3):
             started = time.monotonic()
             err = self.assertRaises(exception.LibvirtError,
                                     manage.open_libvirt, self.conf)
         self.assertLess(time.monotonic() - started, 5)
         self.assertIn('no answer within', str(err))
+
+    def test_read_write_or_read_only(self):
+        opened = []
+        use_module(self, 'libvirt', fake_libvirt(
+            open=lambda uri: opened.append(('rw', uri)) or 'rw',
+            openReadOnly=lambda uri: opened.append(('ro', uri)) or 'ro'))
+        self.assertEqual('rw', manage.open_libvirt(self.conf))
+        self.assertEqual('ro', manage.open_libvirt(self.conf,
+                                                   read_only=True))
+        self.assertEqual([('rw', 'qemu:///system'), ('ro', 'qemu:///system')],
+                         opened)
+
+    def test_missing_bindings_are_named(self):
+        use_module(self, 'libvirt', None)     # import libvirt fails
+        err = self.assertRaises(exception.LibvirtError,
+                                manage.open_libvirt, self.conf)
+        self.assertIn('load the libvirt Python bindings', str(err))
+        self.assertIn('python3-libvirt', str(err))
+
+
+class LocalDomainsUsingTest(base.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.conf = manage.make_conf(['status', SPEC])
+
+    def use(self, connection):
+        use_module(self, 'libvirt', fake_libvirt(
+            openReadOnly=lambda uri: connection))
+
+    def test_names_the_domains_using_the_image(self):
+        gone = FakeDomain('gone')
+
+        def vanished(flags=0):
+            raise FakeLibvirtError('no domain', code=42)
+        gone.XMLDesc = vanished
+        self.use(FakeConnection([
+            FakeDomain('b'), FakeDomain('a'), gone,
+            FakeDomain('c', xml('c', spec=OTHER_SPEC, index='2'))]))
+        self.assertEqual(['a', 'b'],
+                         manage.local_domains_using(self.conf, SPEC))
+
+    def test_a_libvirt_error_is_named(self):
+        connection = FakeConnection([])
+
+        def fail():
+            raise FakeLibvirtError('internal error')
+        connection.listAllDomains = fail
+        self.use(connection)
+        err = self.assertRaises(exception.LibvirtError,
+                                manage.local_domains_using, self.conf, SPEC)
+        self.assertIn('list the domains at qemu:///system: internal error',
+                      str(err))

@@ -1,21 +1,29 @@
-"""nova-shared-cache status / fence, on the fake cluster."""
+"""nova-shared-cache status / fence, on the fake cluster.
+
+This host's addresses are given (hostnet.local_addresses is mocked); how
+they are read is tested in test_hostnet.py.
+"""
 
 import io
+import ipaddress
 import json
 import os
 from unittest import mock
 
 from nova_shared_cache.cmd import manage
+from nova_shared_cache import exception
 from nova_shared_cache import hostnet
 from tests.unit import base
 from tests.unit import fakeceph
 
 SPEC = base.RBD_CONNECTION_INFO['data']['name']
 REMOTE = {'addr': '10.0.0.7:0/2041893277', 'id': 9001, 'cookie': 1}
-LOCAL = {'addr': '127.0.0.1:0/1733355', 'id': 9002, 'cookie': 2}
+LOCAL = {'addr': '192.0.2.10:0/1733355', 'id': 9002, 'cookie': 2}
+HOST_ADDRESSES = frozenset({ipaddress.ip_address('192.0.2.10')})
 
 
-class ManageTest(base.TestCase):
+class CliCase(base.TestCase):
+    """A nova.conf for the fake cluster; this host's address is given."""
 
     def setUp(self):
         super().setUp()
@@ -29,6 +37,9 @@ class ManageTest(base.TestCase):
         self.useFixture(base.fixtures.MockPatch(
             'nova_shared_cache.cmd.manage.local_domains_using',
             return_value=['instance-00000001']))
+        self.addresses = self.useFixture(base.fixtures.MockPatch(
+            'nova_shared_cache.hostnet.local_addresses',
+            return_value=HOST_ADDRESSES)).mock
 
     def ceph_conf_path(self):
         return base.sc_driver.CONF.shared_cache.ceph_conf
@@ -38,6 +49,9 @@ class ManageTest(base.TestCase):
         rc = manage.main(['--config-file', self.nova_conf] + list(args),
                          out=out, err=err)
         return rc, out.getvalue(), err.getvalue()
+
+
+class ManageTest(CliCase):
 
     def test_status_json(self):
         rc, out, err = self.run_cli('status', SPEC, '--json')
@@ -108,9 +122,10 @@ class ManageTest(base.TestCase):
         self.assertEqual({}, self.ceph.blocklist)
 
     def test_fence_requires_a_client(self):
-        with mock.patch('sys.stderr', new_callable=io.StringIO) as stderr:
-            self.assertRaises(SystemExit, self.run_cli, 'fence', SPEC)
-        self.assertIn('--client', stderr.getvalue())
+        rc, out, err = self.run_cli('fence', SPEC)
+        self.assertEqual((2, ''), (rc, out))
+        self.assertIn('the following arguments are required: --client', err)
+        self.assertIn('usage: nova-shared-cache fence', err)
 
     def test_cluster_down_is_exit_2_with_reason(self):
         self.ceph.down = True
@@ -149,12 +164,11 @@ class ManageTest(base.TestCase):
 
     def test_expire_must_be_positive(self):
         for value in ('0', '-5', 'soon'):
-            with mock.patch('sys.stderr', new_callable=io.StringIO) as stderr:
-                self.assertRaises(SystemExit, self.run_cli, 'fence', SPEC,
-                                  '--client', REMOTE['addr'], '--expire',
-                                  value)
-            self.assertIn('--expire must be', stderr.getvalue())
-        self.assertEqual({}, self.ceph.blocklist)
+            rc, out, err = self.run_cli('fence', SPEC, '--client',
+                                        REMOTE['addr'], '--expire', value)
+            self.assertEqual((2, ''), (rc, out))
+            self.assertIn('--expire must be', err)
+        self.assertEqual([], self.ceph.calls)
 
     def test_undo_that_leaves_the_entry_is_an_error(self):
         self.ceph.blocklist[REMOTE['addr']] = 'later'
@@ -188,6 +202,222 @@ class ManageTest(base.TestCase):
         self.assertEqual('fd00::7', str(hostnet.address_host(
             '[fd00::7]:0/1')))
         self.assertIsNone(hostnet.address_host('nonsense'))
+
+
+class InputCheckedFirstTest(CliCase):
+    """Bad input is reported before anything connects to Ceph or libvirt."""
+
+    def assert_nothing_asked(self):
+        self.assertEqual([], self.ceph.calls)
+        self.addresses.assert_not_called()
+
+    def test_malformed_image_spec(self):
+        # The cluster is down: a check after connecting would wait.
+        self.ceph.down = True
+        for spec in ('volumes', 'volumes/', '/img', 'a/b/c', '',
+                     'volumes/img\n', 'vol\x00umes/img'):
+            for args in (('status', spec), ('fence', spec, '--client',
+                                            REMOTE['addr'])):
+                with self.subTest(args=args):
+                    rc, out, err = self.run_cli(*args)
+                    self.assertEqual((2, ''), (rc, out))
+                    self.assertIn('POOL/IMAGE is %r' % spec, err)
+        self.assert_nothing_asked()
+
+    def test_malformed_client_address(self):
+        for address in ('10.0.0.7', '10.0.0.7:0', '10.0.0.7/1',
+                        'v3:10.0.0.7:0/1', 'fd00::7:0/1', '[fd00::7:0/1',
+                        '300.0.0.7:0/1', '10.0.0.7:65536/1',
+                        '10.0.0.7:0/4294967296', '10.0.0.7:0/-1',
+                        'client.4100', ''):
+            for undo in ((), ('--undo',)):
+                with self.subTest(address=address, undo=undo):
+                    rc, out, err = self.run_cli('fence', SPEC, '--client',
+                                                address, *undo)
+                    self.assertEqual((2, ''), (rc, out))
+                    self.assertIn('%r is not a Ceph client address'
+                                  % address, err)
+        self.assert_nothing_asked()
+
+    def test_ceph_user_is_an_id(self):
+        for user, expected in (('client.admin', '--ceph-user admin'),
+                               ('', 'is not a Ceph user id'),
+                               ('ad min', 'is not a Ceph user id')):
+            with self.subTest(user=user):
+                rc, _, err = self.run_cli('status', SPEC, '--ceph-user',
+                                          user)
+                self.assertEqual(2, rc)
+                self.assertIn(expected, err)
+        self.assert_nothing_asked()
+
+    def test_bad_option_before_anything(self):
+        with open(self.nova_conf, 'a') as f:
+            f.write('cache_mode = writeback\n')
+        rc, _, err = self.run_cli('fence', SPEC, '--client', REMOTE['addr'])
+        self.assertEqual(2, rc)
+        self.assertIn('[shared_cache] cache_mode', err)
+        self.assert_nothing_asked()
+
+    def test_fence_matches_the_address_whatever_its_prefix(self):
+        rc, out, err = self.run_cli('fence', SPEC, '--client',
+                                    'v1:' + REMOTE['addr'], '--json')
+        self.assertEqual((0, ''), (rc, err))
+        # Fenced as Ceph spells the client.
+        self.assertEqual(REMOTE['addr'], json.loads(out)['client'])
+        self.assertIn(REMOTE['addr'], self.ceph.blocklist)
+
+
+class AddressesUnknownTest(CliCase):
+    """Without this host's addresses nothing is taken for remote."""
+
+    def setUp(self):
+        super().setUp()
+        self.addresses.side_effect = exception.LocalAddressesUnknown(
+            reason='the addresses of this host are not readable (/proc)')
+
+    def test_status_stops_before_ceph(self):
+        rc, out, err = self.run_cli('status', SPEC)
+        self.assertEqual((2, ''), (rc, out))
+        self.assertIn("cannot tell this host's Ceph clients", err)
+        self.assertIn('not readable (/proc)', err)
+        self.assertEqual([], self.ceph.calls)
+
+    def test_fence_stops_unless_forced(self):
+        rc, out, err = self.run_cli('fence', SPEC, '--client', LOCAL['addr'])
+        self.assertEqual((2, ''), (rc, out))
+        self.assertIn("cannot tell this host's Ceph clients", err)
+        self.assertIn('--force fences without this check', err)
+        self.assertEqual(({}, []), (self.ceph.blocklist, self.ceph.calls))
+        # --force does not need the addresses.
+        calls = self.addresses.call_count
+        rc, _, err = self.run_cli('fence', SPEC, '--client', REMOTE['addr'],
+                                  '--force')
+        self.assertEqual((0, ''), (rc, err))
+        self.assertEqual(calls, self.addresses.call_count)
+        self.assertIn(REMOTE['addr'], self.ceph.blocklist)
+
+    def test_json_error(self):
+        rc, out, _ = self.run_cli('status', SPEC, '--json')
+        doc = json.loads(out)
+        self.assertEqual((2, 2, 'error', 'status', 'LocalAddressesUnknown'),
+                         (rc, doc['exit_code'], doc['meaning'],
+                          doc['command'], doc['error_type']))
+        self.assertIn('not readable (/proc)', doc['error'])
+
+
+class JsonOutcomesTest(CliCase):
+    """With --json stdout is exactly one JSON document, whatever happens."""
+
+    def run_json(self, *args, expected_rc=2):
+        rc, out, err = self.run_cli(*args)
+        self.assertEqual(expected_rc, rc, err)
+        doc = json.loads(out)       # one document, nothing else
+        self.assertEqual(expected_rc, doc['exit_code'])
+        self.assertEqual(manage.MEANINGS[expected_rc], doc['meaning'])
+        return doc, err
+
+    def test_success_documents_keep_their_keys(self):
+        doc, _ = self.run_json('status', SPEC, '--json', expected_rc=0)
+        self.assertEqual(SPEC, doc['image'])
+        self.assertEqual({'exit_code', 'features', 'image', 'local_domains',
+                          'meaning', 'single_client_features', 'size',
+                          'watchers'}, set(doc))
+        doc, _ = self.run_json('fence', SPEC, '--client', REMOTE['addr'],
+                               '--json', expected_rc=0)
+        self.assertTrue(doc['fenced'])
+
+    def test_usage_errors(self):
+        for args, expected in (
+                (('fence', SPEC, '--json'), 'arguments are required: '
+                                            '--client'),
+                (('fence', SPEC, '--client', REMOTE['addr'], '--expire',
+                  'soon', '--json'), '--expire must be'),
+                (('status', SPEC, '--json', '--bogus'),
+                 'unrecognized arguments: --bogus'),
+                (('statu', SPEC, '--json'), 'invalid choice'),
+                (('--json',), 'required'),
+                (('install-hook', '--json'), 'unrecognized arguments')):
+            with self.subTest(args=args):
+                doc, err = self.run_json(*args)
+                self.assertIn(expected, doc['error'])
+                self.assertEqual('UsageError', doc['error_type'])
+                self.assertIn('usage:', doc['usage'])
+                self.assertIn(expected, err)    # and the human text too
+
+    def test_help(self):
+        doc, _ = self.run_json('status', '--help', '--json', expected_rc=0)
+        self.assertIn('usage: nova-shared-cache status', doc['help'])
+
+    def test_config_errors(self):
+        out, err = io.StringIO(), io.StringIO()
+        rc = manage.main(['--config-file', '/nonexistent/nova.conf',
+                          'status', SPEC, '--json'], out=out, err=err)
+        doc = json.loads(out.getvalue())
+        self.assertEqual((2, 2), (rc, doc['exit_code']))
+        self.assertIn('/nonexistent/nova.conf', doc['error'])
+        with open(self.nova_conf, 'a') as f:
+            f.write('rbd_feature_policy = sometimes\n')
+        doc, _ = self.run_json('status', SPEC, '--json')
+        self.assertIn('[shared_cache] rbd_feature_policy', doc['error'])
+        self.assertEqual('ConfigError', doc['error_type'])
+
+    def test_input_errors(self):
+        doc, _ = self.run_json('status', 'volumes', '--json')
+        self.assertIn("POOL/IMAGE is 'volumes'", doc['error'])
+        doc, _ = self.run_json('fence', SPEC, '--client', 'x', '--undo',
+                               '--json')
+        self.assertEqual('BadClientAddress', doc['error_type'])
+
+    def test_ceph_errors(self):
+        doc, _ = self.run_json('fence', SPEC, '--client', '10.9.9.9:0/1',
+                               '--json')
+        self.assertIn('is not a client of', doc['error'])
+        self.ceph.down = True
+        doc, err = self.run_json('status', SPEC, '--json')
+        self.assertIn('no answer within 4s', doc['error'])
+        self.assertIn('no answer within 4s', err)
+        self.assertEqual('CephError', doc['error_type'])
+
+    def test_unexpected_error(self):
+        with mock.patch('nova_shared_cache.cephops.image_status',
+                        side_effect=KeyError('addr')):
+            doc, err = self.run_json('status', SPEC, '--json')
+        self.assertEqual("unexpected KeyError: 'addr'", doc['error'])
+        self.assertNotIn('Traceback', err)
+
+    def test_partial_output_is_dropped(self):
+        def half_written(conf, out):
+            out.write('{"image": ')
+            raise exception.CephError(what='read', reason='gone')
+        with mock.patch.dict(manage.COMMANDS, status=half_written):
+            doc, _ = self.run_json('status', SPEC, '--json')
+        self.assertEqual('nova-shared-cache could not read: gone',
+                         doc['error'])
+
+    def test_interrupted(self):
+        # (Not from inside a Ceph call: under Nova's test base eventlet runs
+        # those in its thread pool, whose workers die on KeyboardInterrupt.)
+        with mock.patch.dict(manage.COMMANDS,
+                             status=mock.Mock(side_effect=KeyboardInterrupt)):
+            doc, _ = self.run_json('status', SPEC, '--json')
+        self.assertEqual('interrupted', doc['error'])
+
+
+class LocalDomainsTest(CliCase):
+    """status when libvirt cannot say which local domains use the image."""
+
+    def test_libvirt_down_is_a_warning_in_status(self):
+        manage.local_domains_using.side_effect = exception.LibvirtError(
+            what='connect to libvirt at qemu:///system',
+            reason='no answer within 30s')
+        rc, out, err = self.run_cli('status', SPEC, '--json')
+        self.assertEqual((0, ''), (rc, err))
+        doc = json.loads(out)
+        self.assertIsNone(doc['local_domains'])
+        self.assertIn('no answer within 30s', doc['local_domains_error'])
+        rc, out, _ = self.run_cli('status', SPEC)
+        self.assertIn('WARNING:   local domains unknown: ', out)
+        self.assertIn('this host (no local domain uses it)', out)
 
 
 class BlocklistParsingTest(base.TestCase):

@@ -17,6 +17,8 @@ RAISED_WITH = {
     exception.LiveSwitchError: {'domain': 'instance-1', 'disk': 'vdb',
                                 'reason': 'rolled back'},
     exception.UsageError: {'reason': 'fix needs --config'},
+    exception.LocalAddressesUnknown: {'reason': 'no /proc'},
+    exception.BadClientAddress: {'address': '10.0.0.7', 'reason': 'no port'},
 }
 
 
