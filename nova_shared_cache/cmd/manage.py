@@ -21,6 +21,7 @@ from lxml import etree
 from oslo_config import cfg
 
 from nova_shared_cache import audit
+from nova_shared_cache import cephauth
 from nova_shared_cache import cephclient
 from nova_shared_cache import cephops
 from nova_shared_cache import conf as sc_conf
@@ -44,6 +45,7 @@ DEFAULT_EXPIRE = 3600
 _libvirt_opts = [
     cfg.StrOpt('connection_uri', default=''),
     cfg.StrOpt('rbd_user'),
+    cfg.StrOpt('rbd_secret_uuid'),
 ]
 
 
@@ -160,6 +162,41 @@ def ceph_client(conf):
                                    settings.ceph_timeout)
 
 
+def guard_credentials(conf, connection=None):
+    """What nova-compute's guard can use on this host (cephauth), no key.
+
+    ``connection``: an open libvirt connection to read a non-private
+    secret with; without one, a libvirt connection is opened only when no
+    keyring is found.
+    """
+    settings = sc_conf.load(conf)
+    user = settings.ceph_user or conf.libvirt.rbd_user
+
+    def libvirt_connection():
+        return connection if connection is not None else open_libvirt(conf)
+    try:
+        credentials = cephauth.resolve(
+            settings.ceph_conf, user,
+            secret_uuid=conf.libvirt.rbd_secret_uuid,
+            libvirt_connection=libvirt_connection, volume_monitors=True)
+    except Exception as err:        # a report, never a reason to fail
+        return {'source': cephauth.NONE, 'user': user,
+                'ceph_conf': settings.ceph_conf,
+                'detail': 'cannot tell: %s' % err}
+    report = credentials.report()
+    if not credentials.usable:
+        report['remedy'] = cephauth.remedy(user, settings.ceph_conf,
+                                           conf.libvirt.rbd_secret_uuid)
+    return report
+
+
+def _guard_text(guard):
+    if guard['source'] == cephauth.NONE:
+        return ('the checks cannot run: %s (%s)'
+                % (guard['detail'], guard.get('remedy', '')))
+    return guard['detail']
+
+
 # -- local libvirt domains --------------------------------------------------
 
 def _libvirt_module():
@@ -236,6 +273,7 @@ def cmd_status(conf, out):
     status['local_domains'] = domains
     if domains_error:
         status['local_domains_error'] = domains_error
+    status['guard'] = guard_credentials(conf)
     if conf.command.json:
         out.write(json.dumps(status, indent=2, sort_keys=True) + '\n')
         return OK
@@ -247,6 +285,7 @@ def cmd_status(conf, out):
                   % ', '.join(status['single_client_features']))
     if domains_error:
         out.write('WARNING:   local domains unknown: %s\n' % domains_error)
+    out.write('guard:     %s\n' % _guard_text(status['guard']))
     out.write('clients:   %d\n' % len(status['watchers']))
     for w in status['watchers']:
         if not w['local']:
@@ -365,11 +404,13 @@ def cmd_audit(conf, out):
     try:
         _, auditor_ = auditor(conf, connection)
         report = auditor_.scan(conf.command.domain)
+        guard = guard_credentials(conf, connection)
     finally:
         connection.close()
     if conf.command.json:
-        out.write(json.dumps(report.report(), indent=2, sort_keys=True)
-                  + '\n')
+        data = report.report()
+        data['guard'] = guard
+        out.write(json.dumps(data, indent=2, sort_keys=True) + '\n')
         return report.exit_code
     rows = [('DOMAIN', 'STATE', 'DISK', 'IMAGE', 'DEFINED', 'QEMU',
              'SHARED', 'FINDINGS')]
@@ -390,6 +431,7 @@ def cmd_audit(conf, out):
     for e in report.errors:
         out.write('ERROR %s\n' % ' '.join(
             '%s=%s' % item for item in sorted(e.items())))
+    out.write("guard: %s\n" % _guard_text(guard))
     out.write('%d domains, %d RBD disks, %d shared, %d findings, %d errors '
               '(%.2fs)\n' % (report.domains, len(report.disks),
                              sum(d.shared for d in report.disks),

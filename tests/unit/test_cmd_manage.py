@@ -319,9 +319,13 @@ class JsonOutcomesTest(CliCase):
     def test_success_documents_keep_their_keys(self):
         doc, _ = self.run_json('status', SPEC, '--json', expected_rc=0)
         self.assertEqual(SPEC, doc['image'])
-        self.assertEqual({'exit_code', 'features', 'image', 'local_domains',
-                          'meaning', 'single_client_features', 'size',
-                          'watchers'}, set(doc))
+        self.assertEqual({'exit_code', 'features', 'guard', 'image',
+                          'local_domains', 'meaning',
+                          'single_client_features', 'size', 'watchers'},
+                         set(doc))
+        # What nova-compute's guard can use here, never a key.
+        self.assertEqual('keyring', doc['guard']['source'])
+        self.assertNotIn('key', doc['guard'])
         doc, _ = self.run_json('fence', SPEC, '--client', REMOTE['addr'],
                                '--json', expected_rc=0)
         self.assertTrue(doc['fenced'])
