@@ -1,6 +1,7 @@
 """Every error renders its message with the keywords it is raised with."""
 
 from nova_shared_cache import exception
+from nova_shared_cache import hookinstall
 from tests.unit import base
 
 RAISED_WITH = {
@@ -19,6 +20,8 @@ RAISED_WITH = {
     exception.UsageError: {'reason': 'fix needs --config'},
     exception.LocalAddressesUnknown: {'reason': 'no /proc'},
     exception.BadClientAddress: {'address': '10.0.0.7', 'reason': 'no port'},
+    hookinstall.HookInstallError: {'path': '/etc/libvirt/hooks/qemu.d/x',
+                                   'reason': 'no python'},
 }
 
 
