@@ -620,8 +620,11 @@ def check_input(conf):
     command = conf.command
     name = command.name
     if name in ('status', 'fence'):
-        cephops.parse_image_spec(command.image, source='POOL/IMAGE',
-                                 what='use the image argument')
+        try:
+            cephops.parse_image_spec(command.image, source='POOL/IMAGE',
+                                     what='use the image argument')
+        except exception.CephError as err:
+            raise exception.UsageError(reason=str(err)) from None
     if name == 'fence':
         hostnet.parse_client_address(command.client)
     if name in ('status', 'fence', 'audit', 'fix'):

@@ -368,6 +368,7 @@ class JsonOutcomesTest(CliCase):
     def test_input_errors(self):
         doc, _ = self.run_json('status', 'volumes', '--json')
         self.assertIn("POOL/IMAGE is 'volumes'", doc['error'])
+        self.assertEqual('UsageError', doc['error_type'])
         doc, _ = self.run_json('fence', SPEC, '--client', 'x', '--undo',
                                '--json')
         self.assertEqual('BadClientAddress', doc['error_type'])
