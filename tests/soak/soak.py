@@ -514,9 +514,14 @@ class Soak:
                 cycle.note('first fix --live under %s: exit %d, %s' % (
                     fault.kind, attempts[0]['code'], _fix_summary(
                         attempts[0])))
+                # A disk not switched says why, in its result or in an
+                # error about its domain (QMP did not answer the audit).
+                explained = {e.get('domain') for e in attempts[0]['errors']
+                             if isinstance(e, dict) and e.get('error')}
                 unclear = [r.get('domain') for r in attempts[0]['results']
                            if r.get('state') not in livefix.OK_STATES
-                           and not r.get('error')]
+                           and not r.get('error')
+                           and r.get('domain') not in explained]
                 if unclear or not (attempts[0]['results']
                                    or attempts[0]['errors']):
                     cycle.fail('live-switch', 'fix --live under %s failed '
