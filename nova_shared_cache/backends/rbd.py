@@ -214,7 +214,7 @@ class RbdBackend(base.SharedVolumeBackend):
                     type(err).__name__, err)
             if strict:
                 raise exception.AttachRefused(
-                    reason="the Ceph-side check could not run: %s. [shared_"
+                    reason="the Ceph-side check could not run (%s). [shared_"
                            "cache] %s refuses new attachments it cannot "
                            "check; fix the cause, or set it to warn to "
                            "attach unchecked" % (reason, ' and '.join(
@@ -223,8 +223,8 @@ class RbdBackend(base.SharedVolumeBackend):
                     **who) from err
             LOG.warning(
                 "Volume %(volume_id)s (image %(volume)s) of instance "
-                "%(instance)s was not checked by nova-shared-cache: "
-                "%(reason)s. Going on as stock Nova would (%(why)s).",
+                "%(instance)s was not checked by nova-shared-cache "
+                "(%(reason)s). Going on as stock Nova would (%(why)s).",
                 dict(who, reason=reason,
                      why='new attachment, policy warn' if new_attachment
                      else 'reconnect of an existing attachment'))
