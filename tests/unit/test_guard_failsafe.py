@@ -286,3 +286,13 @@ class InFlightTest(base.TestCase):
 
     def flags_ceph_conf(self):
         return sc_driver.CONF.shared_cache.ceph_conf
+
+
+class StartUpTest(base.TestCase):
+
+    def test_init_host_reports_once_what_the_guard_can_do(self):
+        drv = self.make_driver()
+        with mock.patch.object(drv._shared_backends[0],
+                               'report_at_start') as report:
+            drv.init_host('compute-1')
+        report.assert_called_once_with()
