@@ -6,8 +6,10 @@ a nova.conf naming the compute's ceph.conf, the real cluster and libvirtd.
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -143,3 +145,57 @@ def test_no_key_in_command_output(pair, stack):
         proc = cli(nova_conf, *args, check=False)
         assert key not in proc.stdout
         assert key not in proc.stderr
+
+
+# -- bad input and a frozen monitor ------------------------------------------
+
+#: Long enough that a command starting up never comes near it.
+TIMEOUT = 8
+
+
+@pytest.fixture(scope='module')
+def frozen_mon_conf(stack, tmp_path_factory):
+    """A nova.conf for the real cluster, with ceph_timeout = TIMEOUT."""
+    nova_conf = tmp_path_factory.mktemp('etc-frozen') / 'nova.conf'
+    nova_conf.write_text(
+        '[shared_cache]\nceph_conf = %s\nceph_user = %s\nceph_timeout = %d\n'
+        % (stack.ceph.client_conf, embedded_ceph.CLIENT, TIMEOUT))
+    return str(nova_conf)
+
+
+def _signal_mons(stack, sig):
+    for name, pid in stack.ceph.daemons().items():
+        if name.startswith('mon'):
+            os.kill(pid, sig)
+
+
+def test_bad_input_is_one_json_error_at_once_while_ceph_hangs(
+        stack, frozen_mon_conf):
+    bad = (('status', 'volumes', '--json'),
+           ('fence', 'volumes/x', '--client', '10.0.0.7', '--undo',
+            '--json'),
+           ('fence', 'volumes/x', '--json'),
+           ('status', 'volumes/x', '--ceph-user', 'client.admin', '--json'))
+    runs = []
+    _signal_mons(stack, signal.SIGSTOP)
+    try:
+        for args in bad + (('status', 'volumes/nonexistent', '--json'),):
+            started = time.monotonic()
+            proc = cli(frozen_mon_conf, *args, check=False)
+            runs.append((args, proc, time.monotonic() - started))
+    finally:
+        _signal_mons(stack, signal.SIGCONT)
+    for args, proc, elapsed in runs:
+        assert proc.returncode == 2, (args, proc.stderr)
+        doc = json.loads(proc.stdout)      # exactly one document
+        assert (doc['exit_code'], doc['meaning']) == (2, 'error'), doc
+        assert doc['error'] in proc.stderr
+        if args in bad:
+            # Checked before connecting: no wait for the frozen monitor.
+            assert elapsed < TIMEOUT, (args, elapsed)
+    # A well-formed spec reaches the frozen monitor: a bounded wait, and
+    # still one JSON document.
+    args, proc, elapsed = runs[-1]
+    assert TIMEOUT <= elapsed < TIMEOUT + 10, elapsed
+    assert 'no answer within %ds' % TIMEOUT in json.loads(
+        proc.stdout)['error']
