@@ -42,6 +42,10 @@ _INSTANCE_UUID = contextvars.ContextVar('nova_shared_cache_instance_uuid',
 _NEW_ATTACHMENT = contextvars.ContextVar('nova_shared_cache_new_attachment',
                                          default=False)
 
+# Nova's class as imported: the startup check inspects it, whatever later
+# rebinds the module's name (tests/nova_peer puts this class there).
+_NOVA_DRIVER = libvirt_driver.LibvirtDriver
+
 # Nova 30-33 call _get_volume_config(instance, connection_info, disk_info),
 # Nova 34 _get_volume_config(connection_info, disk_info).
 _VOLUME_CONFIG_PARAMS = compat.positional_parameters(
@@ -67,7 +71,7 @@ class LibvirtSharedCacheDriver(libvirt_driver.LibvirtDriver):
     def __init__(self, virtapi, read_only=False):
         # Everything that can refuse to start runs before Nova's driver
         # initialises, so a bad setting changes nothing.
-        compat.check(libvirt_driver.LibvirtDriver, compat.nova_version())
+        compat.check(_NOVA_DRIVER, compat.nova_version())
         self._shared_settings = sc_conf.load(CONF)
         self._shared_backends = backends.load(
             self._shared_settings.enabled_backends, CONF)

@@ -187,9 +187,15 @@ class SharedCacheFunctionalTest(compat.KeepTestMethodMixin,
         self.useFixture(FaithfulDisks())
         # The Ceph-side guard runs on every RBD connect; the fake cluster
         # holds each RBD volume's image as Cinder makes it.
-        ceph_conf = self.useFixture(fixtures.TempDir()).join('ceph.conf')
+        # The compute has a keyring for the volumes' user, as
+        # devstack-plugin-ceph and most deployment tools give it.
+        ceph_dir = self.useFixture(fixtures.TempDir()).path
+        ceph_conf = os.path.join(ceph_dir, 'ceph.conf')
         with open(ceph_conf, 'w') as f:
-            f.write('[global]\nmon host = 127.0.0.1\n')
+            f.write('[global]\nmon host = 127.0.0.1\n'
+                    'keyring = %s/ceph.$name.keyring\n' % ceph_dir)
+        for user in ('cinder', 'nova', 'admin'):
+            fakeceph.write_keyring(ceph_dir, user)
         self.flags(ceph_conf=ceph_conf, group='shared_cache')
         self.ceph = self.useFixture(
             fakeceph.FakeCephFixture(ceph_conf)).cluster

@@ -141,3 +141,45 @@ class CephGuardThroughTheApiTest(base.SharedCacheFunctionalTest):
                          self.ceph.features(self.image))
         self.assertEqual('ACTIVE',
                          self.api.get_server(self.server['id'])['status'])
+
+
+class CephUnreachableThroughTheApiTest(base.SharedCacheFunctionalTest):
+    """Ceph down: what runs goes on, warn attaches, enforce refuses new."""
+
+    def setUp(self):
+        super().setUp()
+        self.start_compute()
+        self.server = self._create_server(networks='none')
+
+    def test_warn_attaches_with_ceph_unreachable(self):
+        self.flags(rbd_feature_policy='warn', sharing_guard='warn',
+                   group='shared_cache')
+        self.restart_compute_service('compute1')
+        self.ceph.down = True
+        self.attach(self.server, self.cinder.SHARED_VOL)
+        self.assertIn('was not checked by nova-shared-cache',
+                      self.stdlog.logger.output)
+        self.assert_shared(self.disks_sent(self.cinder.SHARED_VOL), count=1)
+
+    def test_enforce_refuses_a_new_attach_with_ceph_unreachable(self):
+        self.ceph.down = True
+        self.forget_sent()
+        self.assertRaises(
+            client.OpenStackApiException, self.api.post_server_volume,
+            self.server['id'],
+            {'volumeAttachment': {'volumeId': self.cinder.SHARED_VOL}})
+        self.assertIn('the Ceph-side check could not run',
+                      self.stdlog.logger.output)
+        self.assertEqual([], self.api.get_server_volumes(self.server['id']))
+        self.assertEqual([], self.disks_sent(self.cinder.SHARED_VOL))
+
+    def test_hard_reboot_under_enforce_with_ceph_unreachable(self):
+        self.attach(self.server, self.cinder.SHARED_VOL)
+        self.ceph.down = True
+        self.forget_sent()
+        self._reboot_server(self.server, hard=True)
+        self.assertEqual('ACTIVE',
+                         self.api.get_server(self.server['id'])['status'])
+        self.assertIn('reconnect of an existing attachment',
+                      self.stdlog.logger.output)
+        self.assert_shared(self.disks_sent(self.cinder.SHARED_VOL), count=1)
