@@ -2,6 +2,7 @@
 
 import pytest
 
+from nova_shared_cache.embedded import clientconf
 from nova_shared_cache.embedded import compute as compute_harness
 from nova_shared_cache.embedded import stack as embedded_stack
 
@@ -20,6 +21,26 @@ def compute(stack):
     for instance in list(c.instances.values()):
         c.destroy(instance)
     c.close()
+
+
+@pytest.fixture(scope='module')
+def hostile_client_conf():
+    """A client ceph.conf asking librbd to cache, for the modules that ask.
+
+    Writeback with no writethrough phase: only the disk's cache mode
+    decides whether a VM caches.
+    """
+    with clientconf.client_options(clientconf.WRITEBACK):
+        yield
+
+
+@pytest.fixture(scope='module')
+def nova_conf(stack, tmp_path_factory):
+    """The compute's nova.conf as the operator commands read it."""
+    path = tmp_path_factory.mktemp('etc') / 'nova.conf'
+    path.write_text('[shared_cache]\nceph_conf = %s\n[libvirt]\n'
+                    'rbd_user = cinder\n' % stack.ceph.client_conf)
+    return str(path)
 
 
 def pytest_sessionfinish(session, exitstatus):

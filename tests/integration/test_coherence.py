@@ -9,7 +9,6 @@ cache below the guest.
 from lxml import etree
 import pytest
 
-from nova_shared_cache.embedded import clientconf
 from nova_shared_cache.embedded import probe
 from tests.integration.helpers import boot_pair
 from tests.integration.helpers import shutdown
@@ -18,12 +17,6 @@ from tests.integration.helpers import shutdown
 # (writeback, no writethrough phase): only the cache mode in the disk XML
 # decides whether a VM caches.
 pytestmark = pytest.mark.usefixtures('hostile_client_conf')
-
-
-@pytest.fixture(scope='module')
-def hostile_client_conf():
-    with clientconf.client_options(clientconf.WRITEBACK):
-        yield
 
 
 def driver_of(disk_xml):

@@ -22,7 +22,6 @@ import time
 import pytest
 
 from nova_shared_cache.cmd import manage
-from nova_shared_cache.embedded import clientconf
 from nova_shared_cache.embedded import probe
 from nova_shared_cache.libvirt import domxml
 from nova_shared_cache.libvirt import livefix
@@ -33,20 +32,6 @@ from tests.integration.helpers import shutdown
 pytestmark = pytest.mark.usefixtures('hostile_client_conf')
 
 QMP_TIMEOUT = 2.0
-
-
-@pytest.fixture(scope='module')
-def hostile_client_conf():
-    with clientconf.client_options(clientconf.WRITEBACK):
-        yield
-
-
-@pytest.fixture(scope='module')
-def nova_conf(stack, tmp_path_factory):
-    path = tmp_path_factory.mktemp('faults') / 'nova.conf'
-    path.write_text('[shared_cache]\nceph_conf = %s\n[libvirt]\n'
-                    'rbd_user = cinder\n' % stack.ceph.client_conf)
-    return str(path)
 
 
 @pytest.fixture(scope='module')

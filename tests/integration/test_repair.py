@@ -14,7 +14,6 @@ from lxml import etree
 import pytest
 
 from nova_shared_cache.cmd import manage
-from nova_shared_cache.embedded import clientconf
 from nova_shared_cache.embedded import probe
 from nova_shared_cache.libvirt import livefix
 from nova_shared_cache.libvirt import qmp
@@ -24,20 +23,6 @@ from tests.integration.helpers import shutdown
 pytestmark = pytest.mark.usefixtures('hostile_client_conf')
 
 WRITER_BLOCKS = list(range(3000, 3300))
-
-
-@pytest.fixture(scope='module')
-def hostile_client_conf():
-    with clientconf.client_options(clientconf.WRITEBACK):
-        yield
-
-
-@pytest.fixture(scope='module')
-def nova_conf(stack, tmp_path_factory):
-    path = tmp_path_factory.mktemp('repair') / 'nova.conf'
-    path.write_text('[shared_cache]\nceph_conf = %s\n[libvirt]\n'
-                    'rbd_user = cinder\n' % stack.ceph.client_conf)
-    return str(path)
 
 
 def run(nova_conf, *args):
