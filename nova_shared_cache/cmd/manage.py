@@ -29,6 +29,7 @@ from nova_shared_cache import exception
 from nova_shared_cache import hookinstall
 from nova_shared_cache import hostnet
 from nova_shared_cache.libvirt import livefix
+from nova_shared_cache.libvirt import qmp
 
 DEFAULT_CONFIG = '/etc/nova/nova.conf'
 OK, FINDINGS, ERROR = 0, 1, 2
@@ -359,28 +360,18 @@ def cmd_fence(conf, out):
 
 def open_libvirt(conf, read_only=False):
     """A libvirt connection (read-write: QMP needs one), a bounded wait."""
-    import threading
-
     libvirt = _libvirt_module()
     uri = _libvirt_uri(conf)
     opener = libvirt.openReadOnly if read_only else libvirt.open
-    box = {}
-
-    def connect():
-        try:
-            box['connection'] = opener(uri)
-        except libvirt.libvirtError as err:
-            box['error'] = err.get_error_message()
-
-    worker = threading.Thread(target=connect, daemon=True)
-    worker.start()
-    worker.join(LIBVIRT_TIMEOUT)
-    if 'connection' not in box:
-        raise exception.LibvirtError(
-            what='connect to libvirt at %s' % uri,
-            reason=box.get('error') or 'no answer within %ss'
-            % LIBVIRT_TIMEOUT)
-    return box['connection']
+    try:
+        return qmp.bounded(opener, uri, timeout=LIBVIRT_TIMEOUT,
+                           what='libvirt-open')
+    except qmp.CallTimeout:
+        reason = 'no answer within %ss' % LIBVIRT_TIMEOUT
+    except libvirt.libvirtError as err:
+        reason = err.get_error_message()
+    raise exception.LibvirtError(what='connect to libvirt at %s' % uri,
+                                 reason=reason)
 
 
 def auditor(conf, connection):
