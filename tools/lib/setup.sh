@@ -9,6 +9,7 @@ NSC_DEB_PACKAGES=(
     qemu-system-x86 qemu-block-extra qemu-utils
     libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
     python3-libvirt cpio busybox-static fio
+    syslinux syslinux-common mtools dosfstools
 )
 
 function nsc_say {
