@@ -182,7 +182,6 @@ def tempest_conf(cloud, image_id, flavor_id, flavor_alt_id,
             'build_interval': 2,
             # Nova's default: shelve offloads at once.
             'shelved_offload_time': 0,
-            'hypervisor_type': 'QEMU',
         },
         'compute-feature-enabled': {
             'volume_multiattach': True,
