@@ -36,7 +36,7 @@ import subprocess
 import tempfile
 
 import benchlib
-from nova_shared_cache.embedded import ceph
+from nova_shared_cache_lab import ceph
 
 PREFIX = 'nsc-bench-fio'
 LAYOUTS = ('shared', 'locked', 'separate')

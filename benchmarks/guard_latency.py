@@ -27,7 +27,7 @@ import time
 import uuid
 
 import benchlib
-from nova_shared_cache.embedded import ceph
+from nova_shared_cache_lab import ceph
 import novaenv
 
 

@@ -23,11 +23,11 @@ import time
 
 import benchlib
 from nova_shared_cache.cmd import manage
-from nova_shared_cache.embedded import compute as compute_harness
-from nova_shared_cache.embedded import probe
-from nova_shared_cache.embedded import stack as embedded_stack
 from nova_shared_cache.libvirt import domxml
 from nova_shared_cache.libvirt import livefix
+from nova_shared_cache_lab import compute as compute_harness
+from nova_shared_cache_lab import probe
+from nova_shared_cache_lab import stack as embedded_stack
 
 
 def main():

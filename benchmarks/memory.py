@@ -21,7 +21,7 @@ import sys
 import uuid
 
 import benchlib
-from nova_shared_cache.embedded import ceph
+from nova_shared_cache_lab import ceph
 
 
 def rss_mib():

@@ -21,7 +21,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(HERE)
 sys.path.insert(0, TOP)
 
-from nova_shared_cache.embedded import stack as embedded_stack  # noqa: E402
+from nova_shared_cache_lab import stack as embedded_stack  # noqa: E402
 
 #: name: (needs the real stack, full arguments, smoke arguments)
 BENCHMARKS = {

@@ -12,6 +12,8 @@ elif [[ "$1" == "stack" && "$2" == "install" ]]; then
     echo_summary "Installing nova-shared-cache"
     install_nova_shared_cache
     if [[ "$NOVA_SHARED_CACHE_CEPH" == "embedded" ]]; then
+        echo_summary "Installing nova-shared-cache-lab (the embedded stack)"
+        install_nova_shared_cache_lab
         echo_summary "Starting the embedded Ceph for nova-shared-cache"
         start_nova_shared_cache_ceph
     fi

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from nova_shared_cache.embedded import stack as embedded_stack
+from nova_shared_cache_lab import stack as embedded_stack
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))

@@ -20,6 +20,7 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 RUN = os.path.join(HERE, 'run-devstack')
 DRIVER = 'shared_cache.LibvirtSharedCacheDriver'
+REPO = os.path.dirname(os.path.dirname(HERE))
 
 NOVA_CONF = """[DEFAULT]
 debug = True
@@ -150,9 +151,10 @@ def test_stack_configures_nova_cinder_and_tempest(devstack):
     assert cinder['DEFAULT']['enabled_backends'] == 'ceph'
     calls = devstack.calls()
     assert 'plugin_requires nova-shared-cache devstack-plugin-ceph' in calls
-    assert 'setup_develop %s' % os.path.dirname(os.path.dirname(HERE)) \
-        in calls
     assert not any(c.startswith('install_package') for c in calls)
+    # The product only: the lab (the embedded stack) is for embedded mode.
+    assert [c for c in calls if c.startswith('setup_develop')] == [
+        'setup_develop %s' % REPO]
     # devstack did not create the type: the plugin did.
     assert devstack.types() == {'multiattach': {
         'multiattach': '<is> True'}}
@@ -237,7 +239,7 @@ def test_existing_type_without_multiattach_stops_the_stack(devstack):
 # -- the embedded mode, against a real single-node Ceph -------------------
 
 def _embedded_cluster(root):
-    from nova_shared_cache.embedded import ceph
+    from nova_shared_cache_lab import ceph
     return ceph.Cluster(root)
 
 
@@ -257,6 +259,14 @@ def test_embedded_ceph_for_real(tmp_path):
         assert not any(c.startswith('plugin_requires') for c in calls)
         assert ('install_package ceph-mon ceph-osd ceph-mgr ceph-common '
                 'python3-rados python3-rbd') in calls
+        # The product, then the lab from this checkout, before the stack
+        # command (which is the lab's) runs.
+        develop = [c for c in calls if c.startswith('setup_develop')]
+        assert develop == ['setup_develop %s' % REPO,
+                           'setup_develop %s' % os.path.join(REPO, 'lab')]
+        assert calls.index(develop[1]) < min(
+            i for i, c in enumerate(calls)
+            if c.startswith('sudo ') and 'nova_shared_cache_lab.stack' in c)
         client_conf = os.path.join(embedded, 'ceph', 'client', 'ceph.conf')
         cinder = ds.conf('cinder')
         assert section(cinder, 'ceph') == {

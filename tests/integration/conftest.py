@@ -2,9 +2,9 @@
 
 import pytest
 
-from nova_shared_cache.embedded import clientconf
-from nova_shared_cache.embedded import compute as compute_harness
-from nova_shared_cache.embedded import stack as embedded_stack
+from nova_shared_cache_lab import clientconf
+from nova_shared_cache_lab import compute as compute_harness
+from nova_shared_cache_lab import stack as embedded_stack
 
 
 @pytest.fixture(scope='session')

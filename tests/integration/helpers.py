@@ -1,6 +1,6 @@
 """Helpers shared by the integration tests."""
 
-from nova_shared_cache.embedded import probe
+from nova_shared_cache_lab import probe
 
 
 def boot_pair(compute, connection_info):

@@ -9,7 +9,7 @@ cache below the guest.
 from lxml import etree
 import pytest
 
-from nova_shared_cache.embedded import probe
+from nova_shared_cache_lab import probe
 from tests.integration.helpers import boot_pair
 from tests.integration.helpers import shutdown
 

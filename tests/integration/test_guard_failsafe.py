@@ -25,9 +25,9 @@ from lxml import etree
 import pytest
 
 from nova_shared_cache import cephclient
-from nova_shared_cache.embedded import ceph as embedded_ceph
-from nova_shared_cache.embedded import probe
 from nova_shared_cache import exception
+from nova_shared_cache_lab import ceph as embedded_ceph
+from nova_shared_cache_lab import probe
 from tests.integration.helpers import boot_pair
 from tests.integration.helpers import shutdown
 

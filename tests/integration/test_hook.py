@@ -15,9 +15,9 @@ from lxml import etree
 import pytest
 
 from nova_shared_cache.cmd import manage
-from nova_shared_cache.embedded import guest as guest_image
 from nova_shared_cache.libvirt import domxml
 from nova_shared_cache.libvirt import qmp
+from nova_shared_cache_lab import guest as guest_image
 
 HOOK = os.path.join(manage.HOOKS_DIR, 'qemu.d', manage.HOOK_NAME)
 
@@ -363,8 +363,8 @@ def test_libvirtd_restart_with_a_broken_hook_keeps_vms_running(
         hook_env, tmp_path):
     import libvirt
 
-    from nova_shared_cache.embedded import common
     from nova_shared_cache import hookinstall
+    from nova_shared_cache_lab import common
     # An interpreter that fails whatever it is asked (a package gone), and
     # notes each call.
     calls = tmp_path / 'calls'

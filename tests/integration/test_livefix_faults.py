@@ -22,10 +22,10 @@ import time
 import pytest
 
 from nova_shared_cache.cmd import manage
-from nova_shared_cache.embedded import probe
 from nova_shared_cache.libvirt import domxml
 from nova_shared_cache.libvirt import livefix
 from nova_shared_cache.libvirt import qmp
+from nova_shared_cache_lab import probe
 from tests.integration.helpers import boot_pair
 from tests.integration.helpers import shutdown
 

@@ -14,8 +14,8 @@ import time
 import pytest
 
 from nova_shared_cache import cephops
-from nova_shared_cache.embedded import ceph as embedded_ceph
-from nova_shared_cache.embedded import probe
+from nova_shared_cache_lab import ceph as embedded_ceph
+from nova_shared_cache_lab import probe
 from tests.integration.helpers import shutdown
 
 SCRIPT = os.path.join(os.path.dirname(sys.executable), 'nova-shared-cache')

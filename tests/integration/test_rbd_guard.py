@@ -21,9 +21,9 @@ import pytest
 from nova_shared_cache.backends import rbd as rbd_backend
 from nova_shared_cache import cephclient
 from nova_shared_cache import conf as sc_conf
-from nova_shared_cache.embedded import ceph as embedded_ceph
-from nova_shared_cache.embedded import probe
 from nova_shared_cache import exception
+from nova_shared_cache_lab import ceph as embedded_ceph
+from nova_shared_cache_lab import probe
 
 POOL = embedded_ceph.POOL
 SINGLE_CLIENT = {'exclusive-lock', 'object-map', 'fast-diff', 'journaling'}

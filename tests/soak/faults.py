@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 
-from nova_shared_cache.embedded import common
+from nova_shared_cache_lab import common
 
 #: Faults that make Ceph unreachable for a while: a new attachment under
 #: enforce/refuse may then be refused (and only then).

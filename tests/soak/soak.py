@@ -166,9 +166,9 @@ class Soak:
     # -- set-up ---------------------------------------------------------------
 
     def setup(self, cleanups):
-        from nova_shared_cache.embedded import clientconf
-        from nova_shared_cache.embedded import compute as compute_harness
-        from nova_shared_cache.embedded import stack as embedded_stack
+        from nova_shared_cache_lab import clientconf
+        from nova_shared_cache_lab import compute as compute_harness
+        from nova_shared_cache_lab import stack as embedded_stack
 
         self.stack = embedded_stack.Stack()
         cleanups.callback(self._safe, 'stack down', self.stack.down)
@@ -574,7 +574,7 @@ class Soak:
             if got_a != expect_a or got_b != expect_b:
                 cycle.fail('lost-write', 'after the switch A read %r, B read '
                            '%r' % (got_a, got_b))
-            from nova_shared_cache.embedded import probe
+            from nova_shared_cache_lab import probe
             result = probe.cross_vm([(a.console, devs['A']),
                                      (b.console, devs['B'])], rounds=2,
                                     blocks_per_round=8, first_block=32)
@@ -673,7 +673,7 @@ class Soak:
                 cycle.fail('lost-write', '%s read (expected, got): %r'
                            % (vm.label, wrong))
         # 4. No stale read.
-        from nova_shared_cache.embedded import probe
+        from nova_shared_cache_lab import probe
         first = PROBE_BASE + ((cycle.record['cycle'] - 1) % 400) * 16
         try:
             result = probe.cross_vm([(vm.console, vm.dev) for vm in self.vms],
@@ -710,23 +710,23 @@ class Soak:
 # -- guest I/O with the stack's probe helpers ---------------------------------
 
 def _find_disk(console, volume_id):
-    from nova_shared_cache.embedded import probe
+    from nova_shared_cache_lab import probe
     return probe.find_disk(console, volume_id, timeout=60)
 
 
 def _write(console, dev, blocks, token):
-    from nova_shared_cache.embedded import probe
+    from nova_shared_cache_lab import probe
     probe.write_blocks(console, dev, list(blocks), token)
 
 
 def _read(console, dev, blocks):
-    from nova_shared_cache.embedded import probe
+    from nova_shared_cache_lab import probe
     return probe.read_blocks(console, dev, list(blocks))
 
 
 def _wait_ready(console):
     """The guest's ready line, or (if it went by) a shell that answers."""
-    from nova_shared_cache.embedded import common
+    from nova_shared_cache_lab import common
     try:
         console.wait_ready(timeout=180)
     except common.StackError:
@@ -892,6 +892,6 @@ def main(argv=None):
 
 if __name__ == '__main__':
     code = main()
-    from nova_shared_cache.embedded import compute as compute_harness
+    from nova_shared_cache_lab import compute as compute_harness
     compute_harness.exit_process(code)
     sys.exit(code)

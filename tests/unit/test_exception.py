@@ -28,7 +28,10 @@ RAISED_WITH = {
 class ExceptionTest(base.TestCase):
 
     def test_every_error_is_covered(self):
-        self.assertEqual(set(exception.SharedCacheError.__subclasses__()),
+        # The product's errors (the lab, lab/, has its own subclasses).
+        self.assertEqual({cls for cls in
+                          exception.SharedCacheError.__subclasses__()
+                          if cls.__module__.startswith('nova_shared_cache.')},
                          set(RAISED_WITH))
 
     def test_messages_render(self):

@@ -2,7 +2,7 @@
 
 import re
 
-from nova_shared_cache.embedded import probe
+from nova_shared_cache_lab import probe
 from tests.unit import base
 
 

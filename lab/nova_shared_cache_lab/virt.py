@@ -10,7 +10,7 @@ import os
 import tempfile
 import uuid
 
-from nova_shared_cache.embedded import common
+from nova_shared_cache_lab import common
 
 LIBVIRT_PACKAGES = ('libvirt-daemon-system libvirt-daemon-driver-qemu '
                     'libvirt-clients qemu-system-x86 qemu-block-extra')

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import tempfile
 
-from nova_shared_cache.embedded import common
+from nova_shared_cache_lab import common
 
 KERNEL_PACKAGE = 'linux-image-cloud-amd64'
 MODULES = ('virtio_ring', 'virtio', 'virtio_pci_modern_dev',

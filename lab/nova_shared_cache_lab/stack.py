@@ -4,12 +4,12 @@ import os
 import sys
 import uuid
 
-from nova_shared_cache.embedded import ceph
-from nova_shared_cache.embedded import clientconf
-from nova_shared_cache.embedded import common
-from nova_shared_cache.embedded import compute as compute_harness
-from nova_shared_cache.embedded import guest
-from nova_shared_cache.embedded import virt
+from nova_shared_cache_lab import ceph
+from nova_shared_cache_lab import clientconf
+from nova_shared_cache_lab import common
+from nova_shared_cache_lab import compute as compute_harness
+from nova_shared_cache_lab import guest
+from nova_shared_cache_lab import virt
 
 
 class Stack:

@@ -13,11 +13,11 @@ import time
 
 from lxml import etree
 
-from nova_shared_cache.embedded import clientconf
-from nova_shared_cache.embedded import common
-from nova_shared_cache.embedded import compute as compute_harness
-from nova_shared_cache.embedded import probe
-from nova_shared_cache.embedded import stack as embedded_stack
+from nova_shared_cache_lab import clientconf
+from nova_shared_cache_lab import common
+from nova_shared_cache_lab import compute as compute_harness
+from nova_shared_cache_lab import probe
+from nova_shared_cache_lab import stack as embedded_stack
 
 say = common.progress
 

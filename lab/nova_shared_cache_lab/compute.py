@@ -15,10 +15,10 @@ import shutil
 import sys
 import uuid
 
-from nova_shared_cache.embedded import ceph as ceph_cluster
-from nova_shared_cache.embedded import common
-from nova_shared_cache.embedded import console as guest_console
-from nova_shared_cache.embedded import guest as guest_image
+from nova_shared_cache_lab import ceph as ceph_cluster
+from nova_shared_cache_lab import common
+from nova_shared_cache_lab import console as guest_console
+from nova_shared_cache_lab import guest as guest_image
 
 INSTANCE_NAME_TEMPLATE = 'instance-%08x'
 DOMAIN_PREFIX = 'instance-'

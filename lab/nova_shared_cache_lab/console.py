@@ -7,8 +7,8 @@ import time
 import tty
 import uuid
 
-from nova_shared_cache.embedded import common
-from nova_shared_cache.embedded import guest as guest_image
+from nova_shared_cache_lab import common
+from nova_shared_cache_lab import guest as guest_image
 
 
 class Console:

@@ -15,7 +15,7 @@ import tempfile
 import time
 import uuid
 
-from nova_shared_cache.embedded import common
+from nova_shared_cache_lab import common
 
 CEPH_PACKAGES = 'ceph-mon ceph-osd ceph-mgr ceph-common'
 POOL = 'volumes'
