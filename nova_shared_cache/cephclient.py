@@ -88,6 +88,10 @@ class _Connecting:
         self.done = threading.Event()
         self.connection = None
         self.error = None
+        #: Callers of this attempt, the leader included: each holds one
+        #: call on the connection from the moment it is published.
+        self.callers = 0
+        self.published = False
 
 
 class CephClient:
@@ -178,20 +182,36 @@ class CephClient:
             leader = attempt is None
             if leader:
                 attempt = self._connecting = _Connecting()
+            attempt.callers += 1
         if leader:
+            connection = None
             try:
-                attempt.connection = _Connection(self._connect())
+                connection = _Connection(self._connect())
             except BaseException as err:
                 attempt.error = err
+            # NOTE: the connection is published with a call counted for
+            # every caller of the attempt, under the lock that retiring
+            # takes: a call that fails on it (or close()) in the meantime
+            # retires it but cannot shut it down under a waiting caller
+            # that has not run yet (with native threads, or greenthreads
+            # woken after others ran, that window is real).
             with self._lock:
                 self._connecting = None
-                if attempt.connection is not None:
-                    self._connection = attempt.connection
+                if connection is not None:
+                    connection.calls += attempt.callers
+                    attempt.connection = connection
+                    self._connection = connection
+                attempt.published = True
             attempt.done.set()
         else:
             # The leader's connect is bounded by client_mount_timeout; the
             # margin covers a leader that never gets to set the event.
-            if not attempt.done.wait(self.timeout * 3 + 5):
+            attempt.done.wait(self.timeout * 3 + 5)
+            with self._lock:
+                published = attempt.published
+                if not published:
+                    attempt.callers -= 1    # not counted on it any more
+            if not published:
                 raise exception.CephError(
                     what='connect to Ceph as client.%s' % self.user,
                     reason='no answer within %ds ([shared_cache] '
@@ -204,10 +224,7 @@ class CephClient:
             raise exception.CephError(
                 what='connect to Ceph as client.%s' % self.user,
                 reason=self._reason(attempt.error))
-        with self._lock:
-            connection = attempt.connection
-            connection.calls += 1
-            return connection
+        return attempt.connection
 
     def _release(self, connection):
         with self._lock:
