@@ -36,7 +36,6 @@ from nova_shared_cache_lab import stack as stack_mod
 
 CLOUD_NAME = 'nova-shared-cache'
 ADMIN_CLOUD = 'nova-shared-cache-admin'
-COMPUTE_HOST = 'nsc-compute'
 FLAVORS = (
     # name, MiB, vCPUs, root GiB: the guest needs little; the alt flavor is
     # what resize goes to.
@@ -60,6 +59,8 @@ DAEMONS = (
     ('nova-compute', 'nova', ['nova.conf', 'nova-compute.conf']),
 )
 START_TIMEOUT = 120
+#: The line each service's log gets when tools/cloud starts it.
+LOG_MARK = '==== started by tools/cloud'
 
 
 class CloudError(common.StackError):
@@ -127,12 +128,18 @@ class Cloud:
         pid = common.read_pid(self.layout.pid_of(name))
         return pid if pid and common.pid_alive(pid) else None
 
-    def spawn(self, name, cmd, env=None):
-        """Start ``cmd`` in its own session, output to log/<name>.log."""
+    def spawn(self, name, cmd, env=None, config=()):
+        """Start ``cmd`` in its own session, output to log/<name>.log.
+
+        A running one is left alone unless its command line or the files
+        files of ``config`` (files or directories) changed since it started:
+        then it is restarted.
+        """
         recorded = os.path.join(self.layout.run, '%s.cmd' % name)
+        started_as = {'cmd': cmd, 'config': _digest(config)}
         try:
             with open(recorded) as f:
-                same = json.load(f) == cmd
+                same = json.load(f) == started_as
         except (OSError, ValueError):
             same = False
         if self.pid(name):
@@ -140,10 +147,10 @@ class Cloud:
                 return False
             # Started by an older tools/cloud with other arguments.
             self.stop(name)
-        _write(recorded, json.dumps(cmd), 0o644)
+        _write(recorded, json.dumps(started_as), 0o644)
         log = open(self.layout.log_of(name), 'ab')
-        log.write(b'\n==== started by tools/cloud at %s\n'
-                  % time.strftime('%Y-%m-%d %H:%M:%S').encode())
+        log.write(b'\n%s at %s\n' % (
+            LOG_MARK.encode(), time.strftime('%Y-%m-%d %H:%M:%S').encode()))
         log.flush()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, cwd=self.layout.root,
@@ -374,10 +381,15 @@ class Cloud:
                # response; say so, or clients reuse it and get a reset.
                '--add-header', 'Connection: close',
                '--lazy-apps', '--buffer-size', '65535',
-               '--hook-master-start', 'unix_signal:15 gracefully_kill_them_all',
+               '--hook-master-start',
+               'unix_signal:15 gracefully_kill_them_all',
                '--thunder-lock', '--vacuum',
                '--procname-prefix', 'nsc-cloud-%s ' % name] + argv
-        if self.spawn(name, cmd, env=env):
+        config = [self.layout.etc_of(name)]
+        if name == 'nova':
+            config = [self.layout.etc_of('nova', n)
+                      for n in ('nova.conf', 'api-paste.ini')]
+        if self.spawn(name, cmd, env=env, config=config):
             common.progress('cloud: starting %s API on %s'
                             % (name, cloudconf.url(name)))
 
@@ -385,8 +397,11 @@ class Cloud:
         cmd = [self.bin(name)]
         for conf in conf_files:
             cmd += ['--config-file', self.layout.etc_of(project, conf)]
-        if self.spawn(name, cmd):
+        if self.spawn(name, cmd, config=[self.layout.etc_of(project, c)
+                                         for c in conf_files]):
             common.progress('cloud: starting %s' % name)
+            return True
+        return False
 
     def keystone_setup(self):
         kman = self.bin('keystone-manage')
@@ -483,8 +498,8 @@ class Cloud:
              'cinder-manage db sync'),
             ([self.bin('neutron-db-manage'), '--config-file',
               self.layout.etc_of('neutron', 'neutron.conf'),
-              '--config-file', self.layout.etc_of('neutron', 'plugins', 'ml2',
-                                                'ml2_conf.ini'),
+              '--config-file',
+              self.layout.etc_of('neutron', 'plugins', 'ml2', 'ml2_conf.ini'),
               'upgrade', 'heads'], 'neutron-db-manage upgrade heads'),
             (nman + ['api_db', 'sync'], 'nova-manage api_db sync'),
         ]
@@ -525,7 +540,14 @@ class Cloud:
 
     # -- up / down / status -------------------------------------------------
 
-    def up(self, driver=None, guest_image=True):
+    def up(self, driver=None, compute_options=None, guest_image=True):
+        """Bring the cloud up, or what of it is not running.
+
+        ``driver``: 'extension' or 'stock' (None: as before, else the
+        extension). ``compute_options``: nova-compute's extra options
+        ``{section: {option: value}}`` (None: as before). nova-compute is
+        restarted when either changes.
+        """
         started = time.monotonic()
         if os.geteuid() != 0:
             raise CloudError(reason="run as root (libvirtd, Ceph, the "
@@ -542,23 +564,38 @@ class Cloud:
         self.stack.up(guest_image=guest_image, secret_private=False)
         driver = driver or self.state().get('driver') or 'extension'
         self.write_config()
-        options = self.state().get('compute_options')
-        self.write_compute_config(driver, options)
+        if compute_options is None:
+            compute_options = self.state().get('compute_options')
+        self.write_compute_config(driver, compute_options)
         self.mysql_up()
         self.rabbit_up()
-        self.keystone_setup()
+        # The databases and keystone's content are made once; a later up
+        # only starts what is not running.
+        set_up = self.state().get('set_up')
+        if not set_up:
+            self.keystone_setup()
         self.start_api(*WSGI_APIS[0])
         self.wait_service('keystone', lambda: self._http_ok('keystone',
                                                             '/v3'))
-        self.identity_setup()
-        self.db_setup()
+        if not set_up:
+            self.identity_setup()
+            self.db_setup()
+            self._save_state(set_up=True)
         for name, module, config_env in WSGI_APIS[1:]:
             self.start_api(name, module, config_env)
         for name, _module, _env in WSGI_APIS[1:]:
             self.wait_service(name, lambda n=name: self._http_ok(n))
-        for name, project, confs in DAEMONS:
-            self.start_daemon(name, project, confs)
+        # neutron-api configures its ORM mappers on its first query; until
+        # then listing ports (which Nova does for every server) fails with
+        # "type object 'Port' has no attribute 'port_forwardings'". One
+        # authenticated query makes it ready.
+        self.wait_service('neutron', lambda: list(
+            self.connection().network.networks()) is not None)
+        restarted = {name: self.start_daemon(name, project, confs)
+                     for name, project, confs in DAEMONS}
         self.discover_hosts()
+        if restarted['nova-compute']:
+            self.wait_compute_up()
         self.wait_volume_service()
         self.resources_setup()
         self._save_state(up=True)
@@ -573,16 +610,6 @@ class Cloud:
             return any(s.binary == 'cinder-volume' and s.state == 'up'
                        for s in conn.block_storage.services())
         self.wait_service('cinder-volume', up)
-
-    def restart_compute(self, driver=None, options=None):
-        """Restart nova-compute with another driver or options."""
-        driver = driver or self.state().get('driver') or 'extension'
-        if options is None:
-            options = self.state().get('compute_options')
-        self.write_compute_config(driver, options)
-        self.stop('nova-compute', timeout=60)
-        self.start_daemon(*DAEMONS[-1])
-        self.wait_compute_up()
 
     def wait_compute_up(self, timeout=START_TIMEOUT):
         since = time.time()
@@ -606,11 +633,53 @@ class Cloud:
         self.rabbit_down()
         self.stop('mysql', timeout=60)
         common.progress('cloud: the embedded Ceph and libvirtd')
+        for pid in self.stray_processes():
+            common.stop_pid(pid, timeout=10)
         self.stack.down()
         if os.path.isdir(self.layout.root):
             shutil.rmtree(self.layout.root)
-        common.progress('cloud: down (nothing left under %s)'
-                        % self.layout.root)
+        left = self.leftovers()
+        if left:
+            raise CloudError(reason="down left %s" % '; '.join(left))
+        common.progress('cloud: down (no process, port, domain, secret or '
+                        'file of it left)')
+
+    def stray_processes(self):
+        """Processes of this cloud that outlived their service.
+
+        Privsep daemons and a service's children: their command line names
+        the cloud's directory, or starts with uwsgi's process name prefix.
+        """
+        found = []
+        for entry in os.listdir('/proc'):
+            if not entry.isdigit() or int(entry) == os.getpid():
+                continue
+            try:
+                with open('/proc/%s/cmdline' % entry, 'rb') as f:
+                    cmdline = f.read().replace(b'\0', b' ').decode(
+                        errors='replace')
+            except OSError:
+                continue
+            if (self.layout.root + '/') in cmdline or cmdline.startswith(
+                    'nsc-cloud-'):
+                found.append(int(entry))
+        return found
+
+    def leftovers(self):
+        """What of the cloud still exists (empty after a complete down)."""
+        left = ['process %d' % pid for pid in self.stray_processes()]
+        left += ['a listener on 127.0.0.1:%d (%s)' % (port, name)
+                 for name, port in sorted(cloudconf.PORTS.items())
+                 if common.port_in_use(port)]
+        if os.path.exists(self.layout.root):
+            left.append(self.layout.root)
+        if self.stack.libvirt.is_up():
+            left += ['libvirt domain %s' % name for name in
+                     self.stack.libvirt.domains('instance-')]
+            secret = self.stack.libvirt._find_secret()
+            if secret:
+                left.append('libvirt secret %s' % secret)
+        return left
 
     def remove_nova_domains(self):
         """Nova's domains on the stack's libvirtd (names instance-*)."""
@@ -632,10 +701,44 @@ class Cloud:
         return rows
 
 
+def parse_options(items):
+    """``['libvirt.disk_cachemodes=network=writeback']`` to a dict."""
+    options = {}
+    for item in items:
+        key, sep, value = item.partition('=')
+        section, dot, name = key.partition('.')
+        if not sep or not dot or not section or not name:
+            raise ValueError("--compute-option %r: expected "
+                             "SECTION.OPTION=VALUE" % item)
+        options.setdefault(section, {})[name] = value
+    return options
+
+
 def _parse_time(text):
     import datetime
     value = datetime.datetime.fromisoformat(text.rstrip('Z'))
     return value.replace(tzinfo=datetime.timezone.utc).timestamp()
+
+
+def _digest(paths):
+    """A digest of the files ``paths`` name (a directory: all under it)."""
+    import hashlib
+    digest = hashlib.sha256()
+    files = []
+    for path in paths:
+        if os.path.isdir(path):
+            for base, dirs, names in os.walk(path):
+                files += [os.path.join(base, n) for n in names]
+        else:
+            files.append(path)
+    for path in sorted(files):
+        digest.update(path.encode())
+        try:
+            with open(path, 'rb') as f:
+                digest.update(f.read())
+        except OSError:
+            pass
+    return digest.hexdigest()
 
 
 def _tail(path, lines=15):
@@ -661,20 +764,40 @@ def main(argv=None):
     parser.add_argument('--stock', action='store_true',
                         help="up: nova-compute with stock Nova's libvirt "
                              "driver instead of the extension")
+    parser.add_argument('--hazard', action='store_true',
+                        help="up: nova-compute with the lab's test-only "
+                             "driver that leaves multiattach disks unshared "
+                             "and cached (the coherence checks' control; "
+                             "never on a real compute)")
     parser.add_argument('--extension', action='store_true',
                         help='up: nova-compute with the extension (the '
                              'default; switches a --stock cloud back)')
+    parser.add_argument('--compute-option', action='append', default=None,
+                        metavar='SECTION.OPTION=VALUE',
+                        help="up: an option of nova-compute's own config "
+                             "file (repeat it; the set replaces the "
+                             "previous one), e.g. "
+                             "libvirt.disk_cachemodes=network=writeback")
+    parser.add_argument('--no-compute-options', action='store_true',
+                        help="up: drop the options given before")
     args = parser.parse_args(argv)
+    options = None
+    if args.no_compute_options:
+        options = {}
+    if args.compute_option:
+        try:
+            options = parse_options(args.compute_option)
+        except ValueError as err:
+            parser.error(str(err))
     cloud = Cloud()
     try:
         if args.action == 'up':
-            driver = 'stock' if args.stock else (
-                'extension' if args.extension else None)
-            current = cloud.state().get('driver')
-            cloud.up(driver=driver)
-            if driver and current and driver != current and cloud.pid(
-                    'nova-compute'):
-                cloud.restart_compute(driver=driver)
+            chosen = [d for d in ('stock', 'hazard', 'extension')
+                      if getattr(args, d)]
+            if len(chosen) > 1:
+                parser.error('choose one of --%s' % ', --'.join(chosen))
+            driver = chosen[0] if chosen else None
+            cloud.up(driver=driver, compute_options=options)
         elif args.action == 'down':
             cloud.down()
         else:

@@ -110,7 +110,7 @@ def db_url(secrets, name):
 
 def transport_url(secrets):
     return 'rabbit://nsc:%s@127.0.0.1:%d/' % (secrets['amqp'],
-                                             PORTS['amqp'])
+                                              PORTS['amqp'])
 
 
 def _auth(secrets, user, project='service'):
@@ -327,16 +327,23 @@ def nova(layout, secrets):
     return files
 
 
+#: nova-compute's drivers: the extension, stock Nova's, and the lab's
+#: test-only driver that drops Nova's shareable rule (the hazard, for the
+#: coherence checks' control; lab/nova/virt/nsc_lab_hazard).
+DRIVERS = {
+    'extension': 'shared_cache.LibvirtSharedCacheDriver',
+    'stock': 'libvirt.LibvirtDriver',
+    'hazard': 'nsc_lab_hazard.UnsharedCachingDriver',
+}
+
+
 def nova_compute(layout, driver, ceph_conf, options=None):
     """nova-compute's own file, read after nova.conf.
 
-    ``driver``: 'extension' (``shared_cache.LibvirtSharedCacheDriver``) or
-    'stock' (Nova's ``libvirt.LibvirtDriver``). ``options``: extra
+    ``driver``: a key of ``DRIVERS``. ``options``: extra
     ``{section: {option: value}}``, e.g. ``[libvirt] disk_cachemodes``.
     """
-    conf = {'DEFAULT': {'compute_driver': {
-        'extension': 'shared_cache.LibvirtSharedCacheDriver',
-        'stock': 'libvirt.LibvirtDriver'}[driver]}}
+    conf = {'DEFAULT': {'compute_driver': DRIVERS[driver]}}
     if driver == 'extension':
         conf['shared_cache'] = {'ceph_conf': ceph_conf}
     for section, values in (options or {}).items():
@@ -349,7 +356,10 @@ def neutron(layout, secrets):
         'DEFAULT': dict(
             _common(layout, secrets, 'neutron'),
             core_plugin='ml2',
-            service_plugins='',
+            # The router plugin loads the port-forwarding model that ML2's
+            # port listing needs (with no service plugin at all, every
+            # GET /v2.0/ports fails); it needs no agent to answer.
+            service_plugins='router',
             auth_strategy='keystone',
             api_workers=1,
             rpc_workers=0,
@@ -373,7 +383,8 @@ def neutron(layout, secrets):
         'ml2_type_flat': {'flat_networks': '*'},
     }
     files = {layout.etc_of('neutron', 'neutron.conf'): render(conf),
-             layout.etc_of('neutron', 'plugins', 'ml2', 'ml2_conf.ini'): render(ml2)}
+             layout.etc_of('neutron', 'plugins', 'ml2',
+                           'ml2_conf.ini'): render(ml2)}
     with open(layout.venv_etc('neutron', 'api-paste.ini')) as f:
         files[layout.etc_of('neutron', 'api-paste.ini')] = f.read()
     return files

@@ -36,3 +36,36 @@ function nsc_install_debian_packages {
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
+
+# The lab cloud (tools/cloud): a database, a message queue and a WSGI server.
+NSC_CLOUD_DEB_PACKAGES=(
+    mariadb-server mariadb-client rabbitmq-server uwsgi uwsgi-plugin-python3
+)
+
+# nsc_cloud_venv VENV TOP - the cloud's venv: the services at the versions
+# of constraints/cloud.txt, this checkout's product and lab packages, and
+# Debian's libvirt/rbd/rados bindings.
+function nsc_cloud_venv {
+    local venv=$1 top=$2
+    if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -I -c \
+            'import nova.virt.libvirt, cinder, keystone, glance, neutron, placement, tempest' \
+            2>/dev/null; then
+        nsc_say "creating $venv with the OpenStack 2026.2 services (a few minutes)"
+        rm -rf "$venv"
+        /usr/bin/python3 -m venv "$venv"
+        "$venv/bin/pip" install -q -c "$top/constraints/cloud.txt" \
+            keystone openstack-placement glance nova cinder neutron \
+            python-openstackclient tempest PyMySQL python-memcached \
+            > "$venv.pip.log" 2>&1 || {
+            nsc_say "pip install failed; see $venv.pip.log"
+            return 1
+        }
+    fi
+    # This checkout's packages, every time (they change between runs).
+    "$venv/bin/pip" install -q --no-deps --force-reinstall "$top" "$top/lab" \
+        > "$venv.pip.log" 2>&1 || {
+        nsc_say "pip install of this checkout failed; see $venv.pip.log"
+        return 1
+    }
+    "$venv/bin/python" "$top/tools/link-system-bindings"
+}
