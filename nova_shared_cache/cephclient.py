@@ -11,9 +11,12 @@ the bound is given to librados itself as client options:
 features). A call that hits a bound raises, and the connection is dropped
 so that the next call connects again.
 
-Under eventlet (Nova's compute on the releases that still use it) a
-blocking librados call would stop every greenthread; calls then run in
-eventlet's native thread pool.
+Under eventlet (Nova 30-33's compute, Nova 34's with
+``concurrency_backend = eventlet``) a blocking librados call would stop
+every greenthread; calls then run in eventlet's native thread pool. In
+native threading mode (Nova 34's default) they run in the calling thread:
+the bindings release the GIL inside librados, so only that thread waits.
+eventlet is never imported here: Nova 34's compute then forbids it.
 """
 
 import contextlib

@@ -32,7 +32,12 @@ sc_conf.register_opts(CONF)
 # NOTE: _set_cache_mode(conf) is not given the volume it configures, nor the
 # instance. Both are carried in context variables, set around the Nova calls
 # that have them; contextvars are per thread and per greenthread, so
-# concurrent attaches on one compute cannot see each other's values.
+# concurrent attaches on one compute cannot see each other's values. Each is
+# read in the thread that set it (Nova calls these methods synchronously;
+# the one operation Nova hands to another thread, _live_migration_operation,
+# sets its own). Nova 34's native threads are pool threads that keep their
+# context from one task to the next: every value is reset where it was set,
+# on errors too (tests/functional/test_threading.py).
 _CONNECTION_INFO = contextvars.ContextVar('nova_shared_cache_connection_info',
                                           default=None)
 _INSTANCE_UUID = contextvars.ContextVar('nova_shared_cache_instance_uuid',
