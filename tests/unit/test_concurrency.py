@@ -4,8 +4,9 @@ Nova 30-33 computes run under eventlet; Nova 34's nova-compute runs native
 threads by default and then forbids importing eventlet at all. The unit
 suite itself runs under Nova's test base (eventlet): the ordering tests
 below are driven by events, so they hold for greenthreads and real threads
-alike; tests/functional/test_threading.py runs the driver with real threads
-(tox -e functional-nova34-threading).
+alike, and tests/functional/test_ceph_threads.py runs them again in the
+functional envs' mode: native threads in tox -e functional-nova34-threading
+(where tests/functional/test_threading.py runs the driver concurrently).
 """
 
 import os
