@@ -689,16 +689,41 @@ class Cloud:
         self.stack.libvirt.remove_domains(names)
 
     def status(self):
-        rows = []
+        """(name, 'up'|'down', pid, RSS in MiB of its session) per part."""
+        rows = [('ceph', 'up' if self.stack.ceph.is_up() else 'down', None,
+                 None),
+                ('libvirtd', 'up' if self.stack.libvirt.is_up() else 'down',
+                 None, None)]
+        sessions = _session_rss()
         for name in (['mysql', 'rabbitmq'] + [a[0] for a in WSGI_APIS]
                      + [d[0] for d in DAEMONS]):
             pid = self.pid(name)
             ok = bool(pid)
-            if ok and name in cloudconf.PORTS and name not in (
-                    'mysql',):
+            if ok and name in cloudconf.PORTS and name != 'mysql':
                 ok = self._http_ok(name)
-            rows.append((name, 'up' if ok else 'down', pid))
+            rows.append((name, 'up' if ok else 'down', pid,
+                         sessions.get(pid, 0) / 1024 if pid else None))
         return rows
+
+
+def _session_rss():
+    """{session id: KiB of resident memory of its processes}."""
+    totals = {}
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open('/proc/%s/stat' % entry) as f:
+                fields = f.read().rsplit(')', 1)[1].split()
+            with open('/proc/%s/status' % entry) as f:
+                rss = [int(line.split()[1]) for line in f
+                       if line.startswith('VmRSS:')]
+        except (OSError, IndexError, ValueError):
+            continue
+        # stat after the command: state ppid pgrp session ...
+        session = int(fields[3])
+        totals[session] = totals.get(session, 0) + sum(rss)
+    return totals
 
 
 def parse_options(items):
@@ -802,9 +827,13 @@ def main(argv=None):
             cloud.down()
         else:
             rows = cloud.status()
-            for name, state, pid in rows:
-                print('%-17s %-5s %s' % (name, state, pid or ''))
-            print('driver: %s' % cloud.state().get('driver', '-'))
+            for name, state, pid, mib in rows:
+                print('%-17s %-5s %-8s %s' % (
+                    name, state, pid or '',
+                    '%.0f MiB' % mib if mib is not None else ''))
+            print('services: %.0f MiB resident; nova-compute driver: %s'
+                  % (sum(r[3] or 0 for r in rows),
+                     cloud.state().get('driver', '-')))
             return 0 if all(r[1] == 'up' for r in rows) else 1
     except common.StackError as err:
         print('error: %s' % err, file=sys.stderr)

@@ -18,8 +18,6 @@ from nova_shared_cache_lab import cloud as cloud_mod
 from nova_shared_cache_lab import diskimage
 from nova_shared_cache_lab import libvirtconsole
 
-TOP = os.environ.get('NSC_TOP') or os.path.dirname(os.path.dirname(
-    os.path.dirname(os.path.abspath(__file__))))
 IMAGE = 'nsc-guest'
 VOLUME_TYPE = 'multiattach'
 FLAVOR = 'nsc.tiny'
@@ -28,9 +26,18 @@ OPENSTACK = os.path.join(os.path.dirname(sys.executable), 'openstack')
 
 
 def cloud_command():
-    """tools/cloud of this checkout (``NSC_CLOUD_CMD`` overrides it)."""
-    return shlex.split(os.environ.get(
-        'NSC_CLOUD_CMD', os.path.join(TOP, 'tools', 'cloud')))
+    """The tools/cloud command of the checkout ``NSC_TOP`` names.
+
+    tools/demo and the cloud tests set ``NSC_TOP``; ``NSC_CLOUD_CMD``
+    overrides the whole command.
+    """
+    if os.environ.get('NSC_CLOUD_CMD'):
+        return shlex.split(os.environ['NSC_CLOUD_CMD'])
+    top = os.environ.get('NSC_TOP')
+    if not top:
+        raise CommandError('NSC_TOP (the checkout with tools/cloud) is not '
+                           'set')
+    return [os.path.join(top, 'tools', 'cloud')]
 
 
 class CommandError(AssertionError):

@@ -20,6 +20,9 @@ from nova_shared_cache_lab.cloudcli import FLAVOR_ALT  # noqa: F401
 from nova_shared_cache_lab.cloudcli import is_shareable  # noqa: F401
 from nova_shared_cache_lab.cloudcli import volume_disk  # noqa: F401
 
+os.environ.setdefault('NSC_TOP', os.path.dirname(os.path.dirname(
+    os.path.dirname(os.path.abspath(__file__)))))
+
 #: The compute options of the shared-volume tests: a caching default for
 #: network disks (what Ceph's docs recommend for single-writer disks), and
 #: the extension asked for directsync on shared ones.

@@ -25,8 +25,8 @@ EXPECTED_CACHE = {'extension': 'directsync', 'stock': 'none'}
 #: What nova-compute's log shows of its oslo.service backend (Nova's own
 #: "Service is starting with ..." line comes before logging is set up).
 BACKEND = {
-    'threading': 'oslo.service.backend._threading.',
-    'eventlet': 'oslo.service.backend._eventlet.',
+    'threading': 'service.backend._threading',
+    'eventlet': 'service.backend._eventlet',
 }
 
 
