@@ -178,7 +178,8 @@ class SharedCacheFunctionalTest(compat.KeepTestMethodMixin,
         paste = os.environ.get('NSC_API_PASTE')
         if not paste or not os.path.exists(paste):
             raise RuntimeError('NSC_API_PASTE must name Nova\'s api-paste.ini '
-                               '(tox -e functional-novaNN fetches it)')
+                               '(the nova wheel installs it as '
+                               '<venv>/etc/nova/api-paste.ini)')
         self.flags(api_paste_config=paste, group='wsgi')
         self._host_extension = {}
         self.useFixture(fixtures.MonkeyPatch(
