@@ -61,11 +61,17 @@ function nsc_cloud_venv {
             return 1
         }
     fi
-    # This checkout's packages, every time (they change between runs).
-    "$venv/bin/pip" install -q --no-deps --force-reinstall "$top" "$top/lab" \
-        > "$venv.pip.log" 2>&1 || {
-        nsc_say "pip install of this checkout failed; see $venv.pip.log"
-        return 1
-    }
-    "$venv/bin/python" "$top/tools/link-system-bindings"
+    # This checkout's packages, again whenever a file of them changed.
+    local stamp="$venv/.nsc-checkout-installed"
+    if [ ! -e "$stamp" ] || [ -n "$(find "$top/nova_shared_cache" \
+            "$top/nova" "$top/lab" "$top/setup.cfg" "$top/requirements.txt" \
+            -newer "$stamp" -print -quit)" ]; then
+        "$venv/bin/pip" install -q --no-deps --force-reinstall "$top" \
+            "$top/lab" > "$venv.pip.log" 2>&1 || {
+            nsc_say "pip install of this checkout failed; see $venv.pip.log"
+            return 1
+        }
+        "$venv/bin/python" "$top/tools/link-system-bindings"
+        touch "$stamp"
+    fi
 }
