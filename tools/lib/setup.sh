@@ -38,6 +38,7 @@ function nsc_install_debian_packages {
 }
 
 # The lab cloud (tools/cloud): a database, a message queue and a WSGI server.
+# shellcheck disable=SC2034  # used by tools/cloud and tools/demo
 NSC_CLOUD_DEB_PACKAGES=(
     mariadb-server mariadb-client rabbitmq-server uwsgi uwsgi-plugin-python3
 )
