@@ -381,6 +381,13 @@ class Cloud:
                # response; say so, or clients reuse it and get a reset.
                '--add-header', 'Connection: close',
                '--lazy-apps', '--buffer-size', '65535',
+               # Chunked uploads (Nova's snapshots to Glance through
+               # glanceclient) come in 1 MiB chunks; uwsgi's default limit
+               # of a chunk is 1 MiB with its header, so every snapshot
+               # failed ("unable to receive chunked part"). And a slow
+               # sender gets devstack's 30 s, not the default 4 s.
+               '--chunked-input-limit', str(16 << 20),
+               '--socket-timeout', '30',
                '--hook-master-start',
                'unix_signal:15 gracefully_kill_them_all',
                '--thunder-lock', '--vacuum',
