@@ -7,7 +7,7 @@
   credentials, the guest image and the two ``nsc.*`` flavors, the
   ``multiattach`` volume type, timeouts for TCG guests on a busy host, and
   every feature the cloud lacks switched off (no Swift, no guest network so
-  no Neutron for Tempest and no SSH validation, one host so no migration).
+  no project networks and no SSH validation, one host so no migration).
   Every option is checked against Tempest's own option list first: Tempest
   ignores an unknown option, so a typo would silently change a run.
 - ``include-list.txt``: ``SELECTION``, one anchored regex per test, with the
@@ -149,8 +149,8 @@ def tempest_conf(cloud, image_id, flavor_id, flavor_alt_id,
             'admin_user_domain_name': 'Default',
             'admin_project_domain_name': 'Default',
             'default_credentials_domain_name': 'Default',
-            # No Neutron for Tempest: no network, subnet or router per
-            # project.
+            # No network, subnet or router per project: there is no agent
+            # to serve them and no guest network to test.
             'create_isolated_networks': False,
         },
         'identity': {
@@ -162,10 +162,12 @@ def tempest_conf(cloud, image_id, flavor_id, flavor_alt_id,
         'identity-feature-enabled': {'api_v2': False, 'api_v3': True},
         'service_available': {
             'nova': True, 'cinder': True, 'glance': True,
-            # The Neutron API answers Nova, but there is no agent and no
-            # guest network: Tempest then creates servers with
-            # networks='none' and never waits for ports.
-            'neutron': False,
+            # neutron-server answers (ML2, no agent): the attach tests'
+            # base class skips without it (create_default_network). With
+            # no isolated networks (below) no project has a network, so
+            # servers are created with networks='none' (2.37+) or with
+            # none found to allocate from (2.1), and never wait for ports.
+            'neutron': True,
             'swift': False, 'horizon': False,
         },
         'compute': {
@@ -295,6 +297,50 @@ def find_resources(cloud, image_name=IMAGE, volume_type=VOLUME_TYPE):
                                          "it)" % name)
         flavors.append(flavor.id)
     return image.id, flavors[0], flavors[1]
+
+
+def remove_leftovers(cloud, timeout=600):
+    """Delete what an interrupted Tempest run left; the names removed.
+
+    Dynamic credentials make projects and users named ``tempest-*`` and
+    delete them (with their servers and volumes) in their class cleanups;
+    a run that was killed leaves them. Servers go first (volumes attached
+    to them cannot be deleted), then snapshots, volumes, users, projects.
+    """
+    conn = cloud.connection()
+    projects = [p for p in conn.identity.projects()
+                if p.name.startswith('tempest-')]
+    removed = []
+    for project in projects:
+        servers = list(conn.compute.servers(all_projects=True,
+                                            project_id=project.id))
+        for server in servers:
+            conn.compute.delete_server(server, ignore_missing=True)
+            removed.append('server %s' % server.name)
+        for server in servers:
+            conn.compute.wait_for_delete(server, wait=timeout)
+        volumes = list(conn.block_storage.volumes(all_projects=True,
+                                                  project_id=project.id))
+        for snapshot in conn.block_storage.snapshots(all_projects=True,
+                                                     project_id=project.id):
+            conn.block_storage.delete_snapshot(snapshot, ignore_missing=True)
+            conn.block_storage.wait_for_delete(snapshot, wait=timeout)
+            removed.append('snapshot %s' % snapshot.name)
+        for volume in volumes:
+            conn.block_storage.delete_volume(volume, ignore_missing=True,
+                                             force=volume.status not in (
+                                                 'available', 'error'))
+            removed.append('volume %s' % volume.name)
+        for volume in volumes:
+            conn.block_storage.wait_for_delete(volume, wait=timeout)
+    for user in conn.identity.users():
+        if user.name.startswith('tempest-'):
+            conn.identity.delete_user(user, ignore_missing=True)
+            removed.append('user %s' % user.name)
+    for project in projects:
+        conn.identity.delete_project(project, ignore_missing=True)
+        removed.append('project %s' % project.name)
+    return removed
 
 
 class Outcome(collections.namedtuple('Outcome', 'status reason seconds')):
@@ -545,6 +591,10 @@ class Workspace:
     def run(self, timeout=RUN_TIMEOUT, selection=SELECTION):
         """Run the selection; a ``Result`` (raises only if nothing ran)."""
         self.check_selection(selection)
+        left = remove_leftovers(self.cloud)
+        if left:
+            common.progress('tempest: removed what an earlier run left: %s'
+                            % ', '.join(left))
         for stale in (self.subunit_path,):
             if os.path.exists(stale):
                 os.unlink(stale)
