@@ -59,11 +59,15 @@ class Devstack:
             f.write(localrc)
         self.bin = os.path.join(self.root, 'bin')
         os.makedirs(self.bin)
-        # The console script and Python devstack's venv would have.
-        for name in ('nova-shared-cache', 'python3'):
-            os.symlink(shutil.which(name, path=os.path.dirname(
-                sys.executable)) or sys.executable,
-                os.path.join(self.bin, name))
+        # The console script and Python devstack's venv would have. Python
+        # is a wrapper, not a symlink: a symlinked venv python outside its
+        # venv finds no pyvenv.cfg and runs as the system's python.
+        os.symlink(shutil.which('nova-shared-cache', path=os.path.dirname(
+            sys.executable)), os.path.join(self.bin, 'nova-shared-cache'))
+        python = os.path.join(self.bin, 'python3')
+        with open(python, 'w') as f:
+            f.write('#!/bin/sh\nexec %s "$@"\n' % sys.executable)
+        os.chmod(python, 0o755)
         self.hooks = os.path.join(self.root, 'hooks')
 
     def run(self, action, check=True, **env):
