@@ -110,7 +110,8 @@ class TestProductBoundary(base.TestCase):
         lab = configparser.ConfigParser()
         lab.read(os.path.join(TOP, 'lab', 'setup.cfg'))
         self.assertEqual('nova-shared-cache-lab', lab['metadata']['name'])
-        self.assertEqual(['nova_shared_cache_lab'],
+        # and the lab cloud's test-only compute driver (the control).
+        self.assertEqual(['nova_shared_cache_lab', 'nova/virt/nsc_lab_hazard'],
                          lab['files']['packages'].split())
 
     def test_the_installed_product_has_no_lab_files(self):
