@@ -104,6 +104,9 @@ SELECTION = (
 PASSED, SKIPPED = ('success',), ('skip',)
 
 _ERROR_LINE = re.compile(r' (ERROR|CRITICAL) |^Traceback ')
+#: A log line of the extension's own loggers (oslo.log: level, then name).
+_EXTENSION_LINE = re.compile(
+    r' (DEBUG|INFO|WARNING|ERROR|CRITICAL) nova_shared_cache\.')
 _DRIVER_LINE = re.compile(r"Loading compute driver '([^']+)'")
 _START_MARK = b'\n==== started by tools/cloud at '
 
@@ -490,8 +493,7 @@ class ComputeLog:
             'error_lines': len(errors),
             'first_errors': errors[:10],
             'extension_lines': [line for line in lines
-                                if 'nova-shared-cache' in line
-                                or 'nova_shared_cache' in line][:50],
+                                if _EXTENSION_LINE.search(line)][:50],
         }
 
     def snapshot(self):
