@@ -17,7 +17,6 @@ writeback``) for the whole run, so only the disk XML decides.
 
 import argparse
 import sys
-import time
 
 from nova_shared_cache_lab import clientconf
 from nova_shared_cache_lab import cloudcli
@@ -31,17 +30,6 @@ PROBE_BLOCKS = 25
 
 def echo(command):
     print('$ %s' % command, flush=True)
-
-
-class Timer:
-    def __init__(self):
-        self.rows = []
-
-    def measure(self, label, func, *args, **kwargs):
-        started = time.monotonic()
-        result = func(*args, **kwargs)
-        self.rows.append((label, time.monotonic() - started))
-        return result
 
 
 def show_disk(cli, server, volume):
@@ -93,7 +81,7 @@ def main(argv=None):
     parser.add_argument('--keep', action='store_true',
                         help='leave the cloud running afterwards')
     args = parser.parse_args(argv)
-    timer = Timer()
+    timer = common.Timer()
     cli = cloudcli.CloudCLI(echo=echo)
     caching = {'libvirt': {'disk_cachemodes': 'network=writeback'}}
     outcome, servers = {}, []

@@ -23,6 +23,19 @@ def progress(message):
     print('==> %s' % message, flush=True)
 
 
+class Timer:
+    """Wall-clock rows ``(label, seconds)`` of the steps it measured."""
+
+    def __init__(self):
+        self.rows = []
+
+    def measure(self, label, func, *args, **kwargs):
+        started = time.monotonic()
+        result = func(*args, **kwargs)
+        self.rows.append((label, time.monotonic() - started))
+        return result
+
+
 def require_commands(*commands, package_hint=None):
     missing = [c for c in commands if shutil.which(c) is None]
     if missing:

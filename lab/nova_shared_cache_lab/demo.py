@@ -9,7 +9,6 @@ caching disk, to show what the extension prevents.
 
 import argparse
 import sys
-import time
 
 from lxml import etree
 
@@ -20,17 +19,6 @@ from nova_shared_cache_lab import probe
 from nova_shared_cache_lab import stack as embedded_stack
 
 say = common.progress
-
-
-class Timer:
-    def __init__(self):
-        self.rows = []
-
-    def measure(self, label, func, *args):
-        started = time.monotonic()
-        result = func(*args)
-        self.rows.append((label, time.monotonic() - started))
-        return result
 
 
 def pair(compute, ci, timer, label):
@@ -98,7 +86,7 @@ def main(argv=None):
     parser.add_argument('--keep', action='store_true',
                         help='leave Ceph and libvirtd running afterwards')
     args = parser.parse_args(argv)
-    timer = Timer()
+    timer = common.Timer()
     stack = embedded_stack.Stack()
     say('S1/S2: single-node Ceph (mon, mgr, memstore OSD) on 127.0.0.1, '
         'pool volumes, user client.cinder; libvirtd with its ceph secret')

@@ -19,9 +19,9 @@ in vain; ``wait_ready`` therefore asks the guest to print it again
 import codecs
 import re
 import time
-import uuid
 
 from nova_shared_cache_lab import common
+from nova_shared_cache_lab import console
 from nova_shared_cache_lab import guest as guest_image
 
 try:
@@ -37,7 +37,7 @@ POLL = 0.05
 _PROBE = 'echo %s"%s"\n'
 
 
-class LibvirtConsole:
+class LibvirtConsole(console.LineConsole):
     """The serial console of a libvirt domain, as a line-driven shell.
 
     ``domain``: a ``virDomain``; its connection must stay open while the
@@ -148,24 +148,6 @@ class LibvirtConsole:
                 raise self._fail('write did not go out within %ss' % timeout)
             time.sleep(POLL)
 
-    def expect(self, pattern, timeout):
-        """Wait for ``pattern``; return (output before it, the match)."""
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while True:
-            match = regex.search(self.buffer)
-            if match:
-                before = self.buffer[:match.start()]
-                self.buffer = self.buffer[match.end():]
-                return before, match
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise common.StackError(
-                    reason="no %r on console %s within %ss; last output: %r"
-                           % (pattern, self.path, timeout,
-                              self.buffer[-300:]))
-            self.buffer += self._read(min(left, 0.5))
-
     def wait_ready(self, timeout=120, probe_interval=10.0):
         """Wait for the guest's READY line.
 
@@ -194,16 +176,3 @@ class LibvirtConsole:
                            'asked for every %ss' % probe_interval,
                            self.buffer[-300:]))
             self.send(probe)
-
-    def run(self, command, timeout=60, check=True):
-        """Run one shell line in the guest; return its output."""
-        if '\n' in command:
-            raise ValueError('one line per command')
-        tag = uuid.uuid4().hex[:12]
-        self.send('%s; echo "@@%s $?@@"\n' % (command, tag))
-        before, match = self.expect(r'@@%s (\d+)@@\n' % tag, timeout)
-        rc = int(match.group(1))
-        if check and rc != 0:
-            raise common.StackError(reason="guest command %r exited %d: %s"
-                                    % (command[:80], rc, before[-300:]))
-        return before
