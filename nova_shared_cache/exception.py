@@ -5,7 +5,8 @@ the message always names the thing that is wrong (an option, a volume, a
 backend, a Nova method). None of these derive from ``ValueError`` or
 ``ImportError``: Nova's ``load_compute_driver`` turns those into a misleading
 "not of type ComputeDriver" / "unable to load" message, while any other
-exception stops nova-compute with our own text.
+exception stops nova-compute with our own text. Like Nova's own errors they
+answer ``format_message()``, which is how Nova decides what an API user sees.
 """
 
 
@@ -23,6 +24,14 @@ class SharedCacheError(Exception):
                 "%s=%r" % item for item in sorted(kwargs.items()))
             message = "%s (%s)" % (self.msg_fmt, details)
         super().__init__(message)
+
+    def format_message(self):
+        # Nova shows an exception's text to API users (``server event
+        # show`` details, instance faults, notifications) only through
+        # ``format_message()``; any other exception is reduced to its class
+        # name there. These messages name options, volumes and images, never
+        # secrets, so they are meant to be seen.
+        return str(self)
 
 
 class ConfigError(SharedCacheError):

@@ -50,3 +50,15 @@ class ExceptionTest(base.TestCase):
     def test_wrong_keywords_still_say_what_was_passed(self):
         message = str(exception.ConfigError(optoin='cache_mode'))
         self.assertIn("optoin='cache_mode'", message)
+
+    def test_nova_shows_the_message_to_api_users(self):
+        # Nova's own rule for what ``server event show`` (details), instance
+        # faults and notifications carry: format_message(), else only the
+        # class name. A refused attach must say why through the API.
+        from nova.compute import utils as compute_utils
+        for cls, kwargs in RAISED_WITH.items():
+            with self.subTest(error=cls.__name__):
+                error = cls(**kwargs)
+                shown = compute_utils.exception_to_dict(error)['message']
+                self.assertEqual(str(error), shown)
+                self.assertNotEqual(cls.__name__, shown)
