@@ -145,6 +145,19 @@ class RbdBackend(base.SharedVolumeBackend):
             return
         user = settings.ceph_user or self._libvirt_opt('rbd_user')
         secret_uuid = self._libvirt_opt('rbd_secret_uuid')
+        if not user:
+            # The usual Cinder deployment: each volume's connection_info
+            # names its user (auth_username) and secret, so there is
+            # nothing to check before the first attach, and nothing wrong.
+            LOG.info("nova-shared-cache: no default Ceph user is set "
+                     "([shared_cache] ceph_user, [libvirt] rbd_user), so "
+                     "the Ceph-side checks of each RBD volume use the user "
+                     "and libvirt secret its connection_info names, with a "
+                     "keyring found through %(conf)s or the key of that "
+                     "secret; a volume whose credentials cannot be found is "
+                     "reported when it is attached", {
+                         'conf': settings.ceph_conf})
+            return
         credentials = cephauth.resolve(
             settings.ceph_conf, user, secret_uuid=secret_uuid,
             libvirt_connection=self._libvirt_connection,

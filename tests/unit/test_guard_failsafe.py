@@ -195,6 +195,16 @@ class FailSafeTest(base.TestCase):
         self.assertIn('key of libvirt secret %s' % base.SECRET_UUID,
                       self.log())
 
+    def test_report_at_start_without_a_default_user(self):
+        # Cinder's volumes name their own user: no warning at start.
+        self.flags(rbd_user=None, rbd_secret_uuid=None, group='libvirt')
+        self.backend().report_at_start()
+        self.assertIn('no default Ceph user is set', self.log())
+        self.assertIn('use the user and libvirt secret its connection_info '
+                      'names', self.log())
+        self.assertNotIn('WARNING [nova_shared_cache', self.log())
+        self.assertNotIn('cannot check', self.log())
+
     def test_report_at_start_without_any_ceph_conf(self):
         # Monitors come from each volume: a readable secret is enough.
         self.flags(rbd_user='cinder', rbd_secret_uuid=base.SECRET_UUID,
