@@ -176,7 +176,7 @@ def test_local_root_disk_console_opened_after_ready(stack, image, domains,
     shutil.copy(image, root)
     log = os.path.join(workdir, 'console.log')
     name = _name()
-    domains(name, _FILE_DISK.format(path=root), log)
+    dom = domains(name, _FILE_DISK.format(path=root), log)
     started = time.monotonic()
 
     def printed_ready():
@@ -203,3 +203,13 @@ def test_local_root_disk_console_opened_after_ready(stack, image, domains,
         # One console at a time: a second one is refused without force.
         with pytest.raises(common.StackError, match='cannot open the console'):
             libvirtconsole.LibvirtConsole.open(name)
+    # What Nova's stop, shelve and resize do first: the ACPI power button.
+    # The guest powers off by itself rather than waiting to be destroyed.
+    dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+    pressed = time.monotonic()
+    while dom.info()[0] != libvirt.VIR_DOMAIN_SHUTOFF:
+        assert time.monotonic() - pressed < 60, \
+            'the guest ignored the ACPI power button'
+        time.sleep(0.2)
+    print('powered off %.1fs after the ACPI power button'
+          % (time.monotonic() - pressed))
