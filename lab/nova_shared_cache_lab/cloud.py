@@ -18,6 +18,7 @@ libvirt secret, and the Ceph cluster goes with the embedded stack.
 """
 
 import argparse
+import glob
 import json
 import os
 import secrets as pysecrets
@@ -400,12 +401,26 @@ class Cloud:
             common.progress('cloud: starting %s API on %s'
                             % (name, cloudconf.url(name)))
 
+    def product_dirs(self):
+        """Where the venv holds nova-compute's drivers from this checkout."""
+        found = []
+        for site in glob.glob(os.path.join(self.layout.venv, 'lib',
+                                           'python3*', 'site-packages')):
+            found += [os.path.join(site, *parts) for parts in (
+                ('nova_shared_cache',), ('nova', 'virt', 'shared_cache'),
+                ('nova', 'virt', 'nsc_lab_hazard'))]
+        return found
+
     def start_daemon(self, name, project, conf_files):
         cmd = [self.bin(name)]
         for conf in conf_files:
             cmd += ['--config-file', self.layout.etc_of(project, conf)]
-        if self.spawn(name, cmd, config=[self.layout.etc_of(project, c)
-                                         for c in conf_files]):
+        config = [self.layout.etc_of(project, c) for c in conf_files]
+        if name == 'nova-compute':
+            # The driver's code counts as its configuration: a compute
+            # that runs an older install of this checkout is restarted.
+            config += self.product_dirs()
+        if self.spawn(name, cmd, config=config):
             common.progress('cloud: starting %s' % name)
             return True
         return False
@@ -760,7 +775,10 @@ def _digest(paths):
     for path in paths:
         if os.path.isdir(path):
             for base, dirs, names in os.walk(path):
-                files += [os.path.join(base, n) for n in names]
+                # Bytecode appears when a service first imports the code.
+                dirs[:] = sorted(d for d in dirs if d != '__pycache__')
+                files += [os.path.join(base, n) for n in names
+                          if not n.endswith('.pyc')]
         else:
             files.append(path)
     for path in sorted(files):

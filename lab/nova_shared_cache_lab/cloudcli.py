@@ -7,6 +7,7 @@ libvirt has for a server. ``tools/demo`` shows every command it runs
 (``echo``); the cloud tests use it silently.
 """
 
+import hashlib
 import json
 import os
 import shlex
@@ -15,6 +16,7 @@ import sys
 import time
 
 from nova_shared_cache_lab import cloud as cloud_mod
+from nova_shared_cache_lab import common
 from nova_shared_cache_lab import diskimage
 from nova_shared_cache_lab import libvirtconsole
 
@@ -197,11 +199,26 @@ class CloudCLI:
     # -- what every scenario needs ------------------------------------
 
     def ensure_image(self):
-        """The project's tiny guest as a public Glance image (once)."""
-        found = self.openstack('image', 'list', '--name', IMAGE, admin=True)
-        if found:
-            return found[0]['ID']
+        """The project's tiny guest as a public Glance image.
+
+        Uploaded once; an image of an older build of the guest (another
+        sha512 than Glance's ``os_hash_value``) is replaced.
+        """
         path = diskimage.build()
+        digest = hashlib.sha512()
+        with open(path, 'rb') as f:
+            for block in iter(lambda: f.read(1 << 20), b''):
+                digest.update(block)
+        for found in self.openstack('image', 'list', '--name', IMAGE,
+                                    admin=True):
+            shown = self.openstack('image', 'show', found['ID'], admin=True)
+            if (shown.get('os_hash_value') == digest.hexdigest()
+                    and shown.get('status') == 'active'):
+                return found['ID']
+            common.progress('replacing Glance image %s (%s): another build '
+                            'of the guest' % (IMAGE, found['ID']))
+            self.openstack('image', 'delete', found['ID'], admin=True,
+                           parse=False)
         args = ['image', 'create', '--public', '--disk-format', 'raw',
                 '--container-format', 'bare', '--file', path]
         for key, value in diskimage.glance_properties().items():
