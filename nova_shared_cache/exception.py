@@ -66,6 +66,17 @@ class GuardUnavailable(SharedCacheError):
 class AttachRefused(SharedCacheError):
     msg_fmt = ("Attach of volume %(volume_id)s (image %(volume)s) to instance "
                "%(instance)s refused by nova-shared-cache: %(reason)s")
+    #: What the API shows (``server event show`` details). Nova cuts it at
+    #: 255 characters, so it leaves out what the user already knows (the
+    #: instance, the image named after the volume), and every reason starts
+    #: with the option that decided.
+    api_fmt = "nova-shared-cache refused volume %(volume_id)s: %(reason)s"
+
+    def format_message(self):
+        try:
+            return self.api_fmt % self.kwargs
+        except (KeyError, TypeError, ValueError):
+            return str(self)
 
 
 class LibvirtError(SharedCacheError):

@@ -227,12 +227,12 @@ class RbdBackend(base.SharedVolumeBackend):
                     type(err).__name__, err)
             if strict:
                 raise exception.AttachRefused(
-                    reason="the Ceph-side check could not run (%s). [shared_"
-                           "cache] %s refuses new attachments it cannot "
-                           "check; fix the cause, or set it to warn to "
-                           "attach unchecked" % (reason, ' and '.join(
+                    reason="[shared_cache] %s refuses new attachments it "
+                           "cannot check, and the Ceph-side check could not "
+                           "run (%s); fix the cause, or set it to warn to "
+                           "attach unchecked" % (' and '.join(
                                '%s = %s' % (n, getattr(settings, n))
-                               for n in strict)),
+                               for n in strict), reason),
                     **who) from err
             LOG.warning(
                 "Volume %(volume_id)s (image %(volume)s) of instance "
@@ -269,10 +269,10 @@ class RbdBackend(base.SharedVolumeBackend):
             return
         if policy == 'refuse':
             raise exception.AttachRefused(
-                reason="the image has single-client features %s, which a "
-                       "disk written by several instances must not have "
-                       "([shared_cache] rbd_feature_policy = refuse; clear "
-                       "them with 'rbd feature disable %s %s')"
+                reason="[shared_cache] rbd_feature_policy = refuse: the "
+                       "image has single-client features %s, which a disk "
+                       "written by several instances must not have; clear "
+                       "them with 'rbd feature disable %s %s'"
                        % (names, who['volume'], ' '.join(state.features)),
                 **who)
         try:
@@ -328,7 +328,8 @@ class RbdBackend(base.SharedVolumeBackend):
             raise self._no_write_cap(who, user, pool) from err
         if left:
             raise exception.AttachRefused(
-                reason="single-client features %s are still set after "
+                reason="[shared_cache] rbd_feature_policy = enforce: "
+                       "single-client features %s are still set after "
                        "clearing them%s" % (
                            ', '.join(left),
                            ' (Ceph said: %s)' % raced if raced else ''),
@@ -338,11 +339,11 @@ class RbdBackend(base.SharedVolumeBackend):
     @staticmethod
     def _no_write_cap(who, user, pool):
         return exception.AttachRefused(
-            reason="Ceph user client.%s may not change the image's features "
-                   "(rbd_feature_policy = enforce needs write access: "
-                   "'osd profile rbd pool=%s' in its caps); grant it, or set "
-                   "[shared_cache] rbd_feature_policy to refuse or warn"
-                   % (user, pool), **who)
+            reason="[shared_cache] rbd_feature_policy = enforce needs write "
+                   "access, and Ceph user client.%s may not change the "
+                   "image's features; grant it ('osd profile rbd pool=%s' "
+                   "in its caps), or set rbd_feature_policy to refuse or "
+                   "warn" % (user, pool), **who)
 
     def _foreign_watchers(self, state, who):
         if not state.watchers:
@@ -351,9 +352,9 @@ class RbdBackend(base.SharedVolumeBackend):
                             for w in state.watchers)
         if self.settings.sharing_guard == 'refuse':
             raise exception.AttachRefused(
-                reason="the volume is not multiattach but its image is "
-                       "already open by %s; two instances writing it would "
-                       "corrupt it ([shared_cache] sharing_guard = refuse)"
+                reason="[shared_cache] sharing_guard = refuse: the volume "
+                       "is not multiattach but its image is already open by "
+                       "%s; two instances writing it would corrupt it"
                        % clients, **who)
         LOG.warning(
             "Volume %(volume_id)s (image %(volume)s) is not multiattach but "

@@ -5,6 +5,7 @@ import os
 
 import fixtures
 
+from nova.compute import utils as compute_utils
 from nova import context as nova_context
 from nova import test
 from nova.tests import fixtures as nova_fixtures
@@ -14,6 +15,7 @@ from nova.virt.libvirt import driver as libvirt_driver
 
 from nova_shared_cache import compat
 from nova_shared_cache import driver as sc_driver
+from nova_shared_cache import exception
 from tests import compat as compat_mixin
 from tests.unit import fakeceph
 
@@ -85,6 +87,21 @@ def volume_config(drv, info, disk_info=None, instance=None):
 
 
 class TestCase(compat_mixin.KeepTestMethodMixin, test.NoDBTestCase):
+
+    def assertRefused(self, call, *args, **kwargs):
+        """``call`` refuses the attach, and the API user can tell why.
+
+        What Nova shows in ``server event show`` is its own rendering of
+        the error, cut at 255 characters: the volume and the option that
+        decided must be in it.
+        """
+        err = self.assertRaises(exception.AttachRefused, call, *args,
+                                **kwargs)
+        shown = compute_utils.exception_to_dict(err)['message']
+        self.assertIn(err.kwargs['volume_id'], shown)
+        self.assertRegex(shown, r'\[shared_cache\] (rbd_feature_policy|'
+                                r'sharing_guard) = (enforce|refuse)')
+        return err
 
     def setUp(self):
         super().setUp()

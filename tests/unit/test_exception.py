@@ -60,5 +60,12 @@ class ExceptionTest(base.TestCase):
             with self.subTest(error=cls.__name__):
                 error = cls(**kwargs)
                 shown = compute_utils.exception_to_dict(error)['message']
-                self.assertEqual(str(error), shown)
+                self.assertEqual(error.format_message(), shown)
                 self.assertNotEqual(cls.__name__, shown)
+                for value in kwargs.values():
+                    if cls is not exception.AttachRefused:
+                        self.assertIn(value, shown)
+        refused = exception.AttachRefused(**RAISED_WITH[
+            exception.AttachRefused])
+        self.assertEqual('nova-shared-cache refused volume v1: features',
+                         refused.format_message())

@@ -101,8 +101,7 @@ class FailSafeTest(base.TestCase):
         self.flags(rbd_feature_policy='warn', group='shared_cache')
         self.ceph.down = True
         self.connect()              # shared: only the feature policy
-        err = self.assertRaises(exception.AttachRefused, self.connect,
-                                shared=False)
+        err = self.assertRefused(self.connect, shared=False)
         self.assertIn('sharing_guard = refuse', str(err))
 
     def test_off_does_not_touch_ceph(self):
@@ -116,14 +115,14 @@ class FailSafeTest(base.TestCase):
         self.ceph.add_image(SPEC, features=fakeceph.DEFAULT_FEATURES)
         self.connect(new_attachment=False)
         self.assertIn('a reconnect is never refused', self.log())
-        self.assertRaises(exception.AttachRefused, self.connect)
+        self.assertRefused(self.connect)
 
     def test_enforce_without_write_caps_does_not_fail_a_reconnect(self):
         self.ceph.add_image(SPEC, features=fakeceph.DEFAULT_FEATURES)
         self.ceph.read_only_users.add('cinder')
         self.connect(new_attachment=False)
         self.assertIn('could not be cleared', self.log())
-        self.assertRaises(exception.AttachRefused, self.connect)
+        self.assertRefused(self.connect)
 
     # -- credentials ------------------------------------------------------
 
@@ -156,7 +155,7 @@ class FailSafeTest(base.TestCase):
     def test_private_secret_and_no_keyring(self):
         self.no_keyring()
         self.connection.secrets[base.SECRET_UUID] = FakeSecret(True)
-        err = self.assertRaises(exception.AttachRefused, self.connect)
+        err = self.assertRefused(self.connect)
         self.assertIn("is private (private='yes')", str(err))
         self.assertIn("define libvirt secret %s with private='no'"
                       % base.SECRET_UUID, str(err))
@@ -172,8 +171,7 @@ class FailSafeTest(base.TestCase):
         info = base.connection_info()
         del info['data']['auth_username']
         self.flags(rbd_user=None, group='libvirt')
-        err = self.assertRaises(exception.AttachRefused, self.connect,
-                                info=info)
+        err = self.assertRefused(self.connect, info=info)
         self.assertIn('no Ceph user is known', str(err))
         self.assertEqual([], [c for c in self.ceph.calls
                               if c[0] == 'connect'])

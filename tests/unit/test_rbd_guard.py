@@ -9,7 +9,6 @@ from unittest import mock
 from nova_shared_cache.backends import rbd
 from nova_shared_cache import cephclient
 from nova_shared_cache import driver as sc_driver
-from nova_shared_cache import exception
 from tests.unit import base
 from tests.unit import fakeceph
 
@@ -79,7 +78,7 @@ class GuardTest(base.TestCase):
         self.ceph.add_image(SPEC, features=fakeceph.DEFAULT_FEATURES
                             | fakeceph.JOURNALING)
         self.flags(rbd_feature_policy='refuse', group='shared_cache')
-        err = self.assertRaises(exception.AttachRefused, self.connect)
+        err = self.assertRefused(self.connect)
         for text in (base.VOLUME_ID, SPEC, 'exclusive-lock, object-map, '
                      'fast-diff, journaling', 'rbd_feature_policy = refuse',
                      self.instance.uuid):
@@ -97,7 +96,7 @@ class GuardTest(base.TestCase):
     def test_user_without_write_caps_is_named(self):
         self.ceph.add_image(SPEC, features=fakeceph.DEFAULT_FEATURES)
         self.ceph.read_only_users.add('cinder')
-        err = self.assertRaises(exception.AttachRefused, self.connect)
+        err = self.assertRefused(self.connect)
         self.assertIn('client.cinder may not change', str(err))
         self.assertIn("'osd profile rbd pool=volumes'", str(err))
         self.assertEqual(fakeceph.DEFAULT_FEATURES, self.ceph.features(SPEC))
@@ -106,8 +105,7 @@ class GuardTest(base.TestCase):
 
     def test_foreign_watcher_refused_by_default(self):
         self.ceph.add_image(SPEC, watchers=[OTHER])
-        err = self.assertRaises(exception.AttachRefused, self.connect,
-                                shared=False)
+        err = self.assertRefused(self.connect, shared=False)
         self.assertIn('client.9001 at 10.0.0.7:0/2041893277', str(err))
         self.assertIn('not multiattach', str(err))
 
@@ -157,7 +155,7 @@ class GuardTest(base.TestCase):
     def test_cluster_down_is_a_clear_error_then_reconnects(self):
         self.flags(ceph_timeout=3, group='shared_cache')
         self.ceph.down = True
-        err = self.assertRaises(exception.AttachRefused, self.connect)
+        err = self.assertRefused(self.connect)
         self.assertIn('no answer within 3s ([shared_cache] ceph_timeout)',
                       str(err))
         self.assertIn('client.cinder', str(err))
@@ -171,7 +169,7 @@ class GuardTest(base.TestCase):
     def test_error_on_a_live_connection_drops_it(self):
         self.connect()
         self.ceph.down = True
-        err = self.assertRaises(exception.AttachRefused, self.connect)
+        err = self.assertRefused(self.connect)
         self.assertIn('inspect RBD image %s' % SPEC, str(err))
         self.ceph.down = False
         self.connect()
@@ -179,7 +177,7 @@ class GuardTest(base.TestCase):
 
     def test_missing_ceph_conf_named(self):
         self.flags(ceph_conf='/nonexistent/ceph.conf', group='shared_cache')
-        err = self.assertRaises(exception.AttachRefused, self.connect)
+        err = self.assertRefused(self.connect)
         self.assertIn('/nonexistent/ceph.conf does not exist', str(err))
         self.assertIn('ceph_conf', str(err))
         # and what to configure instead
@@ -188,13 +186,12 @@ class GuardTest(base.TestCase):
 
     def test_missing_bindings_named(self):
         with mock.patch.object(cephclient, 'rbd', None):
-            err = self.assertRaises(exception.AttachRefused, self.connect)
+            err = self.assertRefused(self.connect)
         self.assertIn('python3-rbd', str(err))
 
     def test_bad_image_name_named(self):
         info = base.connection_info(data={'name': 'no-pool'})
-        err = self.assertRaises(exception.AttachRefused, self.connect,
-                                info=info)
+        err = self.assertRefused(self.connect, info=info)
         self.assertIn("'no-pool'", str(err))
 
     def test_mon_host_from_connection_info(self):
@@ -213,7 +210,7 @@ class GuardTest(base.TestCase):
             raise self.ceph.rados.InvalidArgument('error calling '
                                                   'conf_read_file')
         with mock.patch.object(self.ceph.rados, 'Rados', broken):
-            err = self.assertRaises(exception.AttachRefused, self.connect)
+            err = self.assertRefused(self.connect)
         self.assertIn('read %s' % self.backend().settings.ceph_conf,
                       str(err))
 
@@ -222,7 +219,7 @@ class GuardTest(base.TestCase):
             raise self.ceph.rados.ObjectNotFound('error connecting to the '
                                                  'cluster')
         with mock.patch.object(self.ceph.rados.Rados, 'connect', no_key):
-            err = self.assertRaises(exception.AttachRefused, self.connect)
+            err = self.assertRefused(self.connect)
         self.assertIn('no usable key for client.cinder', str(err))
 
     def test_ceph_refusing_to_clear_is_reported_with_its_reason(self):
@@ -238,7 +235,7 @@ class GuardTest(base.TestCase):
             return image
 
         with mock.patch.object(self.ceph.rbd, 'Image', stubborn_image):
-            err = self.assertRaises(exception.AttachRefused, self.connect)
+            err = self.assertRefused(self.connect)
         self.assertIn('still set after clearing them', str(err))
         self.assertIn('mirroring is enabled', str(err))
 
@@ -257,7 +254,7 @@ class GuardTest(base.TestCase):
         self.connect()
         self.flags(rbd_feature_policy='refuse', group='shared_cache')
         self.ceph.add_image(SPEC, features=fakeceph.DEFAULT_FEATURES)
-        err = self.assertRaises(exception.AttachRefused, self.connect)
+        err = self.assertRefused(self.connect)
         self.assertNotIn(base.KEYRING_SECRET, str(err))
         self.assertNotIn(base.KEYRING_SECRET, self.stdlog.logger.output)
 
