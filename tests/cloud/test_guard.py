@@ -82,9 +82,10 @@ def test_refuse_policy_refuses_the_attach_with_its_message(
                                       admin=True):
             if action['Action'] != 'attach_volume':
                 continue
-            # As the server's owner sees it (no traceback).
+            # Nova's default policy shows an event's details (not only
+            # its traceback) to admins.
             shown = cloud.openstack('server', 'event', 'show', server,
-                                    action['Request ID'])
+                                    action['Request ID'], admin=True)
             for event in shown.get('events') or []:
                 if event.get('result') == 'Error':
                     return event
