@@ -198,37 +198,39 @@ class CloudCLI:
 
     # -- what every scenario needs ------------------------------------
 
-    def ensure_image(self):
+    def ensure_image(self, name=IMAGE, properties=None):
         """The project's tiny guest as a public Glance image.
 
         Uploaded once; an image of an older build of the guest (another
-        sha512 than Glance's ``os_hash_value``) is replaced.
+        sha512 than Glance's ``os_hash_value``) is replaced. ``properties``:
+        more image properties (another ``name`` for another set).
         """
         path = diskimage.build()
         digest = hashlib.sha512()
         with open(path, 'rb') as f:
             for block in iter(lambda: f.read(1 << 20), b''):
                 digest.update(block)
-        for found in self.openstack('image', 'list', '--name', IMAGE,
+        for found in self.openstack('image', 'list', '--name', name,
                                     admin=True):
             shown = self.openstack('image', 'show', found['ID'], admin=True)
             if (shown.get('os_hash_value') == digest.hexdigest()
                     and shown.get('status') == 'active'):
                 return found['ID']
             common.progress('replacing Glance image %s (%s): another build '
-                            'of the guest' % (IMAGE, found['ID']))
+                            'of the guest' % (name, found['ID']))
             self.openstack('image', 'delete', found['ID'], admin=True,
                            parse=False)
         args = ['image', 'create', '--public', '--disk-format', 'raw',
                 '--container-format', 'bare', '--file', path]
-        for key, value in diskimage.glance_properties().items():
+        wanted = dict(diskimage.glance_properties(), **(properties or {}))
+        for key, value in wanted.items():
             if key in ('disk_format', 'container_format'):
                 continue
             if key in ('min_disk', 'min_ram'):
                 args += ['--%s' % key.replace('_', '-'), str(value)]
             else:
                 args += ['--property', '%s=%s' % (key, value)]
-        return self.openstack(*args, IMAGE, admin=True, timeout=600)['id']
+        return self.openstack(*args, name, admin=True, timeout=600)['id']
 
     def ensure_volume_type(self):
         """The multiattach volume type, as an operator creates it."""

@@ -4,9 +4,10 @@ A server booted from a multiattach volume, with a second multiattach volume
 shared with another server, under ``[libvirt] disk_cachemodes =
 network=writeback`` and ``[shared_cache] cache_mode = directsync``: after
 hard reboot, stop/start, resize to the same host (and confirm),
-shelve/unshelve and rescue/unrescue, Nova regenerates the domain and every
-shared disk in it (``virsh dumpxml``) is still ``<shareable/>`` with
-``cache='directsync'``, in the live domain and in its definition.
+shelve/unshelve and (stable device) rescue/unrescue, Nova regenerates the
+domain and every shared disk in it (``virsh dumpxml``) is still
+``<shareable/>`` with ``cache='directsync'``, in the live domain and in its
+definition.
 """
 
 import pytest
@@ -100,14 +101,19 @@ def test_shelve_unshelve(cloud, shared_setup):
 def test_rescue_unrescue(cloud, shared_setup):
     s = shared_setup
     server = s['other']
-    cloud.openstack('server', 'rescue', server, parse=False)
+    # Stable device rescue (the rescue image asks for it): Nova writes a
+    # rescue domain that keeps the instance's disks and volumes, so the
+    # shared disk is in it. (A plain rescue leaves volumes out.)
+    rescue_image = cloud.ensure_image(
+        name='nsc-guest-rescue',
+        properties={'hw_rescue_device': 'disk', 'hw_rescue_bus': 'virtio'})
+    cloud.openstack('server', 'rescue', '--image', rescue_image, server,
+                    parse=False)
     cloud.server_status(server, 'RESCUE')
-    # Nova's rescue domain leaves volumes out unless the image asks for
-    # stable device rescue; a shared disk it does include must be right.
     disk = conftest.volume_disk(cloud.domain_xml(server), s['data'])
-    if disk is not None:
-        assert conftest.is_shareable(disk)
-        assert conftest.disk_cache(disk) == CACHE
+    assert disk is not None, 'the rescue domain has no shared disk'
+    assert conftest.is_shareable(disk)
+    assert conftest.disk_cache(disk) == CACHE
     cloud.openstack('server', 'unrescue', server, parse=False)
     cloud.server_status(server, 'ACTIVE')
     assert_shared_disks_right(cloud, server, [s['data']])
