@@ -37,6 +37,10 @@ from nova_shared_cache_lab import stack as stack_mod
 
 CLOUD_NAME = 'nova-shared-cache'
 ADMIN_CLOUD = 'nova-shared-cache-admin'
+#: The first line of a user clouds.yaml that tools/cloud wrote (and may
+#: replace or remove).
+USER_CLOUDS_MARK = ('# written by nova-shared-cache tools/cloud up; '
+                    'tools/cloud down removes it\n')
 FLAVORS = (
     # name, MiB, vCPUs, root GiB: the guest needs little; the alt flavor is
     # what resize goes to.
@@ -62,6 +66,13 @@ DAEMONS = (
 START_TIMEOUT = 120
 #: The line each service's log gets when tools/cloud starts it.
 LOG_MARK = '==== started by tools/cloud'
+
+
+def user_clouds_yaml():
+    """Where openstacksdk looks for a user's clouds (after ./clouds.yaml)."""
+    base = os.environ.get('XDG_CONFIG_HOME') or os.path.expanduser(
+        '~/.config')
+    return os.path.join(base, 'openstack', 'clouds.yaml')
 
 
 class CloudError(common.StackError):
@@ -621,10 +632,46 @@ class Cloud:
         self.wait_volume_service()
         self.resources_setup()
         self._save_state(up=True)
-        common.progress('cloud: up in %.0f s (nova-compute: %s driver); '
-                        'OS_CLOUD=%s openstack ... (clouds.yaml: %s)'
-                        % (time.monotonic() - started, driver, CLOUD_NAME,
-                           self.layout.clouds_yaml))
+        published = self.publish_clouds_yaml()
+        common.progress('cloud: up in %.0f s (nova-compute: %s driver); %s'
+                        'OS_CLOUD=%s openstack ...'
+                        % (time.monotonic() - started, driver,
+                           '' if published else 'OS_CLIENT_CONFIG_FILE=%s '
+                           % self.layout.clouds_yaml, CLOUD_NAME))
+
+    def publish_clouds_yaml(self):
+        """The clouds in the user's clouds.yaml, unless it is someone else's.
+
+        ``OS_CLOUD=nova-shared-cache openstack ...`` then works from any
+        directory. A clouds.yaml this tool did not write is left alone (the
+        progress line names the cloud's own file instead); ``down`` removes
+        only the one it wrote. Returns whether the user's file has them.
+        """
+        path = user_clouds_yaml()
+        try:
+            with open(path) as f:
+                ours = f.readline() == USER_CLOUDS_MARK
+        except FileNotFoundError:
+            ours = True
+        except OSError:
+            ours = False
+        if not ours:
+            return False
+        with open(self.layout.clouds_yaml) as f:
+            text = f.read()
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        _write(path, USER_CLOUDS_MARK + text, 0o600)
+        return True
+
+    def unpublish_clouds_yaml(self):
+        path = user_clouds_yaml()
+        try:
+            with open(path) as f:
+                ours = f.readline() == USER_CLOUDS_MARK
+        except OSError:
+            return
+        if ours:
+            os.unlink(path)
 
     def wait_volume_service(self):
         def up():
@@ -660,6 +707,7 @@ class Cloud:
         self.stack.down()
         if os.path.isdir(self.layout.root):
             shutil.rmtree(self.layout.root)
+        self.unpublish_clouds_yaml()
         left = self.leftovers()
         if left:
             raise CloudError(reason="down left %s" % '; '.join(left))
