@@ -129,7 +129,8 @@ class CephGuardThroughTheApiTest(base.SharedCacheFunctionalTest):
             client.OpenStackApiException, self.api.post_server_volume,
             self.server['id'],
             {'volumeAttachment': {'volumeId': self.cinder.SHARED_VOL}})
-        self.assertIn('refused by nova-shared-cache: the image has '
+        self.assertIn('refused by nova-shared-cache: [shared_cache] '
+                      'rbd_feature_policy = refuse: the image has '
                       'single-client features exclusive-lock',
                       self.stdlog.logger.output)
         # Nova rolled the attachment back; the domain was never touched.
