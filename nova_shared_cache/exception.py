@@ -12,6 +12,8 @@ answer ``format_message()``, which is how Nova decides what an API user sees.
 
 class SharedCacheError(Exception):
     msg_fmt = "nova-shared-cache failed"
+    #: What the API shows, when it differs from msg_fmt (same keywords).
+    api_fmt = None
 
     def __init__(self, **kwargs):
         self.kwargs = kwargs
@@ -31,6 +33,11 @@ class SharedCacheError(Exception):
         # ``format_message()``; any other exception is reduced to its class
         # name there. These messages name options, volumes and images, never
         # secrets, so they are meant to be seen.
+        if self.api_fmt:
+            try:
+                return self.api_fmt % self.kwargs
+            except (KeyError, TypeError, ValueError):
+                pass
         return str(self)
 
 
@@ -71,12 +78,6 @@ class AttachRefused(SharedCacheError):
     #: instance, the image named after the volume), and every reason starts
     #: with the option that decided.
     api_fmt = "nova-shared-cache refused volume %(volume_id)s: %(reason)s"
-
-    def format_message(self):
-        try:
-            return self.api_fmt % self.kwargs
-        except (KeyError, TypeError, ValueError):
-            return str(self)
 
 
 class LibvirtError(SharedCacheError):

@@ -75,6 +75,17 @@ def user_clouds_yaml():
     return os.path.join(base, 'openstack', 'clouds.yaml')
 
 
+def _written_by_us(path):
+    """True: tools/cloud wrote it; False: someone else's; None: none."""
+    try:
+        with open(path) as f:
+            return f.readline() == USER_CLOUDS_MARK
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return False
+
+
 class CloudError(common.StackError):
     msg_fmt = "cloud: %(reason)s"
 
@@ -648,14 +659,7 @@ class Cloud:
         only the one it wrote. Returns whether the user's file has them.
         """
         path = user_clouds_yaml()
-        try:
-            with open(path) as f:
-                ours = f.readline() == USER_CLOUDS_MARK
-        except FileNotFoundError:
-            ours = True
-        except OSError:
-            ours = False
-        if not ours:
+        if _written_by_us(path) is False:
             return False
         with open(self.layout.clouds_yaml) as f:
             text = f.read()
@@ -665,12 +669,7 @@ class Cloud:
 
     def unpublish_clouds_yaml(self):
         path = user_clouds_yaml()
-        try:
-            with open(path) as f:
-                ours = f.readline() == USER_CLOUDS_MARK
-        except OSError:
-            return
-        if ours:
+        if _written_by_us(path):
             os.unlink(path)
 
     def wait_volume_service(self):
