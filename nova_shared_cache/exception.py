@@ -103,3 +103,11 @@ class BadClientAddress(SharedCacheError):
                "expected IP:PORT/NONCE as 'status' shows it, for example "
                "10.0.0.7:0/2041893277, v2:10.0.0.7:0/2041893277 or "
                "[fd00::7]:0/2041893277")
+
+
+class ProbeImageError(SharedCacheError):
+    msg_fmt = "cannot build the probe image: %(reason)s"
+
+
+class VerifyError(SharedCacheError):
+    msg_fmt = "verify: %(reason)s"

@@ -24,6 +24,7 @@ from nova_shared_cache import audit
 from nova_shared_cache import cephauth
 from nova_shared_cache import cephclient
 from nova_shared_cache import cephops
+from nova_shared_cache.cmd import verify as verify_cmd
 from nova_shared_cache import conf as sc_conf
 from nova_shared_cache import exception
 from nova_shared_cache import hookinstall
@@ -115,6 +116,7 @@ def _add_parsers(subparsers):
                          help='make libvirtd (or virtqemud) read its hooks '
                               'again (SIGHUP); else they are read at its '
                               'next start')
+    verify_cmd.add_parsers(subparsers)
 
 
 def _positive(text):
@@ -581,7 +583,8 @@ def _reload_libvirt():
 
 
 COMMANDS = {'status': cmd_status, 'fence': cmd_fence, 'audit': cmd_audit,
-            'fix': cmd_fix, 'install-hook': cmd_install_hook}
+            'fix': cmd_fix, 'install-hook': cmd_install_hook,
+            **verify_cmd.COMMANDS}
 
 #: What an operator can do when this host's addresses cannot be read.
 _ADDRESS_REMEDY = {
@@ -610,6 +613,8 @@ def check_input(conf):
     """Check the command line and nova.conf before any connection."""
     command = conf.command
     name = command.name
+    if name in verify_cmd.COMMANDS:
+        verify_cmd.check_input(command)
     if name in ('status', 'fence'):
         try:
             cephops.parse_image_spec(command.image, source='POOL/IMAGE',

@@ -37,10 +37,13 @@ function nsc_install_debian_packages {
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# The lab cloud (tools/cloud): a database, a message queue and a WSGI server.
+# The lab cloud (tools/cloud): a database, a message queue, a WSGI server,
+# and genisoimage, which nova-compute runs to make config drives
+# ([DEFAULT] mkisofs_cmd; verify's probe servers boot with one).
 # shellcheck disable=SC2034  # used by tools/cloud and tools/demo
 NSC_CLOUD_DEB_PACKAGES=(
     mariadb-server mariadb-client rabbitmq-server uwsgi uwsgi-plugin-python3
+    genisoimage
 )
 
 # nsc_cloud_venv VENV TOP - the cloud's venv: the services at the versions
