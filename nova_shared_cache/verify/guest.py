@@ -87,7 +87,7 @@ while :; do sleep 3600; done
 
 _PRELUDE = r"""#!/bin/sh
 # nova-shared-cache verify: the probe (protocol %(protocol)d).
-nonce=- role=-
+nonce=- role=- T=/tmp
 say() { echo "%(mark)s $nonce $role $*"; }
 now() {
   read -r up rest < /proc/uptime
@@ -150,14 +150,14 @@ done
 
 # The protocol itself: needs dev, role, nonce and probes.
 _PROTOCOL = r"""if [ "$role" = A ]; then slot=0 peer=B; else slot=1 peer=A; fi
-yes "<S $nonce $role>" | head -c 4096 > /tmp/scratch
+yes "<S $nonce $role>" | head -c 4096 > $T/scratch
 touch_cell() {
-  dd if=/tmp/scratch of=$dev bs=4096 seek=$(( $1 * 256 + slot )) count=1 \
+  dd if=$T/scratch of=$dev bs=4096 seek=$(( $1 * 256 + slot )) count=1 \
      oflag=direct conv=notrunc,fsync 2>/dev/null || fail "cannot write to $dev"
 }
 post() {
-  yes "<$2>" | head -c 1048576 > /tmp/post
-  dd if=/tmp/post of=$dev bs=1048576 seek=$1 count=1 \
+  yes "<$2>" | head -c 1048576 > $T/post
+  dd if=$T/post of=$dev bs=1048576 seek=$1 count=1 \
      oflag=direct conv=notrunc,fsync 2>/dev/null || fail "cannot write to $dev"
 }
 wait_for() {
@@ -193,8 +193,8 @@ while [ $i -lt $probes ]; do
       fail "no primed message for probe $i from server $peer"
     fi
     t0=$(now)
-    yes "<D $nonce $i>" | head -c 4096 > /tmp/data
-    dd if=/tmp/data of=$dev bs=4096 seek=$block count=1 oflag=direct \
+    yes "<D $nonce $i>" | head -c 4096 > $T/data
+    dd if=$T/data of=$dev bs=4096 seek=$block count=1 oflag=direct \
        conv=notrunc 2>/dev/null || fail "cannot write to $dev"
     post $w "W $nonce $i"
     say W $i $(( $(now) - t0 ))
@@ -209,10 +209,10 @@ while [ $i -lt $probes ]; do
       fail "no written message for probe $i from server $peer"
     fi
     dd if=$dev bs=4096 skip=$block count=1 iflag=direct 2>/dev/null \
-      > /tmp/read
-    if grep -qF "<D $nonce $i>" /tmp/read; then
+      > $T/read
+    if grep -qF "<D $nonce $i>" $T/read; then
       verdict=fresh fresh=$((fresh + 1))
-    elif [ "$(md5sum < /tmp/read)" = "$primed" ]; then
+    elif [ "$(md5sum < $T/read)" = "$primed" ]; then
       verdict=stale stale=$((stale + 1))
     else
       verdict=other other=$((other + 1))

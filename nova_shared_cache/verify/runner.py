@@ -450,14 +450,18 @@ def _describe(run, report):
                            and all(s['host_id'] for s in servers) else None)
     probes = report['probes']['requested']
     if len(run.logs) == 2:
-        report['directions'] = {
-            '%s->%s' % (w, 'B' if w == 'A' else 'A'): guest.direction(
-                run.logs, w, probes) for w in guest.ROLES}
+        report['directions'] = directions(run.logs, probes)
         report['guest_errors'] = {r: log.errors for r, log in
                                   sorted(run.logs.items()) if log.errors}
     else:
         report['directions'] = None
         report['guest_errors'] = {}
+
+
+def directions(logs, probes):
+    """{'A->B': row, 'B->A': row}: each named by writer and reader."""
+    return {'%s->%s' % (w, 'B' if w == 'A' else 'A'): guest.direction(
+        logs, w, probes) for w in guest.ROLES}
 
 
 def finish(report):
