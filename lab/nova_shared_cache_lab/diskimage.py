@@ -3,7 +3,8 @@
 Nova boots a Glance image as the root disk and Cinder copies it raw onto a
 volume for boot from volume; neither knows the guest's kernel and
 initramfs (``guest.build()``) unless they sit on a disk with a boot loader.
-This module puts them on one: an MBR (syslinux's ``mbr.bin``) with one
+This module puts them on one (with the product's builder,
+``nova_shared_cache.verify.image``): an MBR (syslinux's ``mbr.bin``) with one
 active FAT16 partition at 1 MiB holding the kernel, the initramfs,
 ``syslinux.cfg`` and syslinux's loader. It is made from a plain file with
 ``mkfs.fat --offset``, ``mcopy -i FILE@@OFFSET`` and the mtools-based
@@ -19,12 +20,14 @@ volume of any size.
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import math
 import os
-import struct
-import tempfile
+
+from nova_shared_cache import exception
+# The layout and the builder are the product's (verify's probe image is
+# made the same way); the lab keeps its own cache and stamp.
+from nova_shared_cache.verify import image as product_image
 
 from nova_shared_cache_lab import common
 from nova_shared_cache_lab import guest
@@ -32,23 +35,6 @@ from nova_shared_cache_lab import guest
 IMAGE_NAME = 'disk.img'
 #: Bump when the layout changes: a cached image of another format is rebuilt.
 FORMAT = 1
-DEB_PACKAGES = 'syslinux syslinux-common mtools dosfstools'
-MBR_CODE = '/usr/lib/syslinux/mbr/mbr.bin'
-SECTOR = 512
-MIB = 1 << 20
-GIB = 1 << 30
-#: The partition starts at 1 MiB, as partitioning tools place it.
-PART_START_SECTOR = MIB // SECTOR
-#: FAT16 with 2 KiB clusters and less needs this much to be FAT16 at all.
-MIN_FS_MIB = 16
-#: FAT16, LBA addressed.
-PART_TYPE_FAT16_LBA = 0x0e
-#: Fixed ids keep the image the same from build to build.
-DISK_SIGNATURE = 0x4e534331
-VOLUME_ID = '4e534331'
-VOLUME_LABEL = 'NSCGUEST'
-KERNEL_FILE = 'vmlinuz'
-INITRD_FILE = 'initrd.img'
 
 
 def image_path():
@@ -59,59 +45,11 @@ def _stamp_path(path):
     return path + '.json'
 
 
-def image_size_mib(payload_bytes):
-    """Whole MiB for a disk holding ``payload_bytes`` of files.
-
-    FAT's tables, directories and cluster slack take well under 10%; 4 MiB
-    more is room for syslinux's loader and a larger kernel.
-    """
-    fs_mib = math.ceil((payload_bytes * 1.1 + 4 * MIB) / MIB)
-    return PART_START_SECTOR * SECTOR // MIB + max(fs_mib, MIN_FS_MIB)
-
-
-def mbr(boot_code, total_sectors, start_sector=PART_START_SECTOR):
-    """The first sector: boot code, disk signature, one active partition.
-
-    CHS fields hold the "use LBA" marker (cylinder 1023, head 254, sector
-    63) that every BIOS-era tool writes for a partition it cannot express
-    in CHS; syslinux's MBR code reads by LBA.
-    """
-    if len(boot_code) > 440:
-        raise ValueError('boot code of %d bytes does not fit in 440'
-                         % len(boot_code))
-    if total_sectors <= start_sector:
-        raise ValueError('a disk of %d sectors has no room after sector %d'
-                         % (total_sectors, start_sector))
-    chs_lba = b'\xfe\xff\xff'
-    entry = struct.pack('<B3sB3sII', 0x80, chs_lba, PART_TYPE_FAT16_LBA,
-                        chs_lba, start_sector, total_sectors - start_sector)
-    return (boot_code.ljust(440, b'\0')
-            + struct.pack('<IH', DISK_SIGNATURE, 0)
-            + entry + b'\0' * 48 + b'\x55\xaa')
-
-
-def syslinux_cfg(cmdline):
-    """Boot the one entry at once, with no prompt and no menu."""
-    if '\n' in cmdline:
-        raise ValueError('a kernel command line is one line')
-    return ('DEFAULT nsc\nPROMPT 0\nTIMEOUT 0\n'
-            'LABEL nsc\n  LINUX /%s\n  INITRD /%s\n  APPEND %s\n'
-            % (KERNEL_FILE, INITRD_FILE, cmdline))
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(MIB), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def fingerprint(kernel, initrd, cmdline):
     """What the image is built from; a different one means rebuild."""
     return {'format': FORMAT, 'cmdline': cmdline,
-            'kernel_sha256': _sha256(kernel),
-            'initrd_sha256': _sha256(initrd)}
+            'kernel_sha256': product_image.sha256(kernel),
+            'initrd_sha256': product_image.sha256(initrd)}
 
 
 def is_current(path, wanted):
@@ -152,43 +90,11 @@ def build(force=False, cmdline=guest.CMDLINE):
 
 
 def _build(path, kernel, initrd, cmdline):
-    common.require_commands('mkfs.fat', 'mcopy', 'syslinux',
-                            package_hint=DEB_PACKAGES)
-    if not os.path.exists(MBR_CODE):
-        raise common.StackError(reason="%s is missing (Debian package "
-                                       "syslinux-common)" % MBR_CODE)
-    with open(MBR_CODE, 'rb') as f:
-        boot_code = f.read()
-    size_mib = image_size_mib(os.path.getsize(kernel)
-                              + os.path.getsize(initrd))
-    common.progress('building the guest disk image %s (%d MiB)'
-                    % (path, size_mib))
-    offset = PART_START_SECTOR * SECTOR
-    # mtools refuses an image whose geometry looks odd to it; the FAT it
-    # writes is checked by syslinux and by the boot itself.
-    env = dict(os.environ, MTOOLS_SKIP_CHECK='1')
-    with tempfile.TemporaryDirectory(prefix='nsc-disk-',
-                                     dir=os.path.dirname(path)) as work:
-        tmp = os.path.join(work, IMAGE_NAME)
-        with open(tmp, 'wb') as f:
-            f.truncate(size_mib * MIB)
-            f.write(mbr(boot_code, size_mib * MIB // SECTOR))
-        fs_kib = (size_mib * MIB - offset) // 1024
-        common.run(['mkfs.fat', '-F', '16', '-n', VOLUME_LABEL,
-                    '-i', VOLUME_ID, '--offset', str(PART_START_SECTOR),
-                    tmp, str(fs_kib)], env=env)
-        cfg = os.path.join(work, 'syslinux.cfg')
-        with open(cfg, 'w') as f:
-            f.write(syslinux_cfg(cmdline))
-        target = '%s@@%d' % (tmp, offset)
-        for source, name in ((kernel, KERNEL_FILE), (initrd, INITRD_FILE),
-                             (cfg, 'syslinux.cfg')):
-            common.run(['mcopy', '-o', '-m', '-i', target, source,
-                        '::/' + name], timeout=120, env=env)
-        common.run(['syslinux', '--offset', str(offset), '--install', tmp],
-                   timeout=120, env=env)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+    common.progress('building the guest disk image %s' % path)
+    try:
+        product_image.write_disk_image(path, kernel, initrd, cmdline)
+    except exception.ProbeImageError as error:
+        raise common.StackError(reason=str(error)) from None
 
 
 def glance_properties(image_size=None):
@@ -215,11 +121,11 @@ def glance_properties(image_size=None):
     the guest always fits in); ``min_disk`` is that in GiB, rounded up, so
     a flavor's root disk and a boot volume are large enough.
     """
-    size = GIB if image_size is None else image_size
+    size = product_image.GIB if image_size is None else image_size
     return {
         'disk_format': 'raw',
         'container_format': 'bare',
-        'min_disk': max(1, math.ceil(size / GIB)),
+        'min_disk': max(1, math.ceil(size / product_image.GIB)),
         'min_ram': 128,
         'hw_disk_bus': 'virtio',
         'hw_firmware_type': 'bios',

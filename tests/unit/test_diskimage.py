@@ -7,6 +7,7 @@ from unittest import mock
 
 import pytest
 
+from nova_shared_cache.verify import image
 from nova_shared_cache_lab import diskimage
 from nova_shared_cache_lab import guest
 
@@ -16,17 +17,17 @@ GIB = 1 << 30
 
 def test_image_size_fits_the_payload_after_the_gap():
     # Today's guest: a 14 MB kernel and a 1 MB initramfs.
-    assert diskimage.image_size_mib(15_288_272) == 22
+    assert image.image_size_mib(15_288_272) == 22
     # A tiny payload still gets a FAT16-sized partition after 1 MiB.
-    assert diskimage.image_size_mib(0) == 1 + diskimage.MIN_FS_MIB
+    assert image.image_size_mib(0) == 1 + image.MIN_FS_MIB
     big = 100 * MIB
-    assert (diskimage.image_size_mib(big) - 1) * MIB >= big * 1.1
+    assert (image.image_size_mib(big) - 1) * MIB >= big * 1.1
 
 
 def test_mbr_has_one_active_fat_partition_after_1mib():
     code = b'\xfa' * 300
     total = 22 * MIB // 512
-    sector = diskimage.mbr(code, total)
+    sector = image.mbr(code, total)
     assert len(sector) == 512
     assert sector[:300] == code and sector[300:440] == b'\0' * 140
     assert sector[510:] == b'\x55\xaa'
@@ -39,13 +40,13 @@ def test_mbr_has_one_active_fat_partition_after_1mib():
 
 def test_mbr_refuses_what_does_not_fit():
     with pytest.raises(ValueError):
-        diskimage.mbr(b'x' * 441, 1 << 20)
+        image.mbr(b'x' * 441, 1 << 20)
     with pytest.raises(ValueError):
-        diskimage.mbr(b'', 2048)
+        image.mbr(b'', 2048)
 
 
 def test_syslinux_cfg_boots_the_guest_with_its_command_line():
-    cfg = diskimage.syslinux_cfg(guest.CMDLINE)
+    cfg = image.syslinux_cfg(guest.CMDLINE)
     lines = [line.strip() for line in cfg.splitlines()]
     assert 'PROMPT 0' in lines and 'TIMEOUT 0' in lines
     assert 'DEFAULT nsc' in lines and 'LABEL nsc' in lines
@@ -53,7 +54,7 @@ def test_syslinux_cfg_boots_the_guest_with_its_command_line():
     assert 'APPEND %s' % guest.CMDLINE in lines
     assert 'console=ttyS0' in guest.CMDLINE
     with pytest.raises(ValueError):
-        diskimage.syslinux_cfg('console=ttyS0\nAPPEND evil')
+        image.syslinux_cfg('console=ttyS0\nAPPEND evil')
 
 
 @pytest.fixture
