@@ -270,6 +270,7 @@ class Run:
 
     def probe(self):
         deadline = time.monotonic() + self.options.probe_timeout
+        boot_deadline = time.monotonic() + self.options.boot_timeout
         reported, failed_at = set(), None
         while True:
             logs = self.read_consoles()
@@ -290,6 +291,14 @@ class Run:
                 failed_at = failed_at or time.monotonic()
                 if time.monotonic() - failed_at > 30:
                     return logs
+            silent = [r for r, log in sorted(logs.items())
+                      if not log.booted and not log.errors]
+            if silent and time.monotonic() > boot_deadline:
+                _fail('server %s printed nothing of the probe on its console '
+                      'in %d s; is %s a probe image? ("openstack console log '
+                      'show %s" shows what it printed)' % (
+                          silent[0], self.options.boot_timeout,
+                          self.options.image, self.servers[silent[0]].id))
             if time.monotonic() > deadline:
                 _fail('the probes did not finish in %d s (last lines: %s)' % (
                     self.options.probe_timeout, '; '.join(

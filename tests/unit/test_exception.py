@@ -20,6 +20,8 @@ RAISED_WITH = {
     exception.UsageError: {'reason': 'fix needs --config'},
     exception.LocalAddressesUnknown: {'reason': 'no /proc'},
     exception.BadClientAddress: {'address': '10.0.0.7', 'reason': 'no port'},
+    exception.ProbeImageError: {'reason': 'no apt-get'},
+    exception.VerifyError: {'reason': 'volume type t is not multiattach'},
     hookinstall.HookInstallError: {'path': '/etc/libvirt/hooks/qemu.d/x',
                                    'reason': 'no python'},
 }

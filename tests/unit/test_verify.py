@@ -1,6 +1,7 @@
 """verify: the in-guest protocol (run by busybox here), parsing, outcome,
 cleanup, the image's module list and the command line."""
 
+import base64
 import io
 import json
 import os
@@ -353,3 +354,55 @@ def test_verify_renders_a_report():
     assert lines[0] == 'nova-shared-cache verify: stale (exit 1)'
     assert lines[2].split()[:4] == ['A->B', '1', '0', '1']
     assert lines[3].split()[:4] == ['B->A', '1', '1', '0']
+
+
+def _attaching_conn(consoles):
+    """A fake cloud on which attaching works and consoles say ``consoles``."""
+    conn = _fake_conn()
+    conn.block_storage.get_volume.return_value = types.SimpleNamespace(
+        id='vol', status='in-use',
+        attachments=[{'server_id': 's0'}, {'server_id': 's1'}])
+    conn.compute.get_server_console_output.side_effect = (
+        lambda server: {'output': consoles[server.id]})
+    return conn
+
+
+def _console(nonce, role, reads):
+    lines = ['NSCP - - BOOTED', 'NSCP %s %s START probes=4' % (nonce, role),
+             'NSCP %s %s BARRIER' % (nonce, role)]
+    lines += ['NSCP %s %s R %d %s 12' % (nonce, role, i, v)
+              for i, v in reads.items()]
+    counts = [sum(v == k for v in reads.values())
+              for k in ('fresh', 'stale', 'other')]
+    lines.append('NSCP %s %s END %d %d %d' % ((nonce, role) + tuple(counts)))
+    return '\r\n'.join(lines) + '\r\n'
+
+
+def test_a_whole_run_on_a_fake_cloud_reads_both_consoles():
+    consoles = {'s0': _console('n1', 'A', {1: 'fresh', 3: 'fresh'}),
+                's1': _console('n1', 'B', {0: 'stale', 2: 'fresh'})}
+    conn = _attaching_conn(consoles)
+    report = runner.verify(_options(poll_interval=0), conn=conn,
+                           say=lambda t: None, nonce='n1')
+    assert report['exit_code'] == runner.STALE, report
+    assert report['directions']['A->B']['stale_probes'] == [0]
+    assert report['directions']['B->A']['fresh'] == 2
+    assert report['same_host'] is True
+    # The user data each server got names its role and this run.
+    datas = [kw['user_data'] for _, kw in
+             conn.compute.create_server.call_args_list]
+    assert [base64.b64decode(d).decode().split('\n')[1] for d in datas] == [
+        'role=A', 'role=B']
+    assert all(kw['networks'] == 'none' and kw['config_drive'] for _, kw in
+               conn.compute.create_server.call_args_list)
+    assert len(report['cleanup']['deleted']) == 4
+
+
+def test_a_server_that_prints_nothing_is_named():
+    conn = _attaching_conn({'s0': 'grub noise\n', 's1': ''})
+    report = runner.verify(_options(poll_interval=0, boot_timeout=0),
+                           conn=conn, say=lambda t: None, nonce='n1')
+    assert report['exit_code'] == runner.ERROR
+    assert 'server A printed nothing of the probe' in report['error']
+    assert 'is nova-shared-cache-probe a probe image' in report['error']
+    assert len(report['cleanup']['deleted']) == 4
