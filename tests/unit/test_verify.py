@@ -406,3 +406,29 @@ def test_a_server_that_prints_nothing_is_named():
     assert 'server A printed nothing of the probe' in report['error']
     assert 'is nova-shared-cache-probe a probe image' in report['error']
     assert len(report['cleanup']['deleted']) == 4
+
+
+def test_verify_json_is_one_document_on_stdout(capsys):
+    consoles = {'s0': _console('n1', 'A', {1: 'fresh', 3: 'fresh'}),
+                's1': _console('n1', 'B', {0: 'fresh', 2: 'fresh'})}
+    conn = _attaching_conn(consoles)
+    with mock.patch.object(runner, 'connect', return_value=conn), \
+            mock.patch.object(runner.secrets, 'token_hex', return_value='n1'):
+        code, out, err = _main('verify', '--probes', '4', '--json')
+    doc = json.loads(out)
+    assert code == doc['exit_code'] == runner.COHERENT
+    assert (doc['schema'], doc['result'], doc['meaning']) == (
+        runner.SCHEMA, 'coherent', 'coherent')
+    assert doc['probes']['fresh'] == 4
+    # Progress goes to stderr, never into the document.
+    assert 'verify: creating volume' in capsys.readouterr().err
+
+
+def test_verify_json_when_the_login_fails():
+    with mock.patch.object(runner, 'connect', side_effect=(
+            exception.VerifyError(reason='cannot log in to the cloud x'))):
+        code, out, err = _main('verify', '--json')
+    doc = json.loads(out)
+    assert code == doc['exit_code'] == 2
+    assert doc['error'] == 'verify: cannot log in to the cloud x'
+    assert doc['command'] == 'verify'
