@@ -432,3 +432,17 @@ def test_verify_json_when_the_login_fails():
     assert code == doc['exit_code'] == 2
     assert doc['error'] == 'verify: cannot log in to the cloud x'
     assert doc['command'] == 'verify'
+
+
+def test_hosts_place_each_server_and_skip_the_group():
+    consoles = {'s0': _console('n1', 'A', {1: 'fresh'}),
+                's1': _console('n1', 'B', {0: 'fresh'})}
+    conn = _attaching_conn(consoles)
+    report = runner.verify(runner.Options(probes=2, poll_interval=0,
+                                          hosts=['cmp1', 'cmp2']),
+                           conn=conn, say=lambda t: None, nonce='n1')
+    assert report['exit_code'] == runner.COHERENT, report
+    calls = [kw for _, kw in conn.compute.create_server.call_args_list]
+    assert [kw['host'] for kw in calls] == ['cmp1', 'cmp2']
+    assert not any('scheduler_hints' in kw for kw in calls)
+    conn.compute.create_server_group.assert_not_called()
