@@ -7,7 +7,6 @@ libvirt has for a server. ``tools/demo`` shows every command it runs
 (``echo``); the cloud tests use it silently.
 """
 
-import hashlib
 import json
 import os
 import shlex
@@ -15,6 +14,7 @@ import subprocess
 import sys
 import time
 
+from nova_shared_cache.verify import image as product_image
 from nova_shared_cache_lab import cloud as cloud_mod
 from nova_shared_cache_lab import common
 from nova_shared_cache_lab import diskimage
@@ -206,14 +206,11 @@ class CloudCLI:
         more image properties (another ``name`` for another set).
         """
         path = diskimage.build()
-        digest = hashlib.sha512()
-        with open(path, 'rb') as f:
-            for block in iter(lambda: f.read(1 << 20), b''):
-                digest.update(block)
+        digest = product_image.file_digest(path, 'sha512')
         for found in self.openstack('image', 'list', '--name', name,
                                     admin=True):
             shown = self.openstack('image', 'show', found['ID'], admin=True)
-            if (shown.get('os_hash_value') == digest.hexdigest()
+            if (shown.get('os_hash_value') == digest
                     and shown.get('status') == 'active'):
                 return found['ID']
             common.progress('replacing Glance image %s (%s): another build '

@@ -48,8 +48,8 @@ def _stamp_path(path):
 def fingerprint(kernel, initrd, cmdline):
     """What the image is built from; a different one means rebuild."""
     return {'format': FORMAT, 'cmdline': cmdline,
-            'kernel_sha256': product_image.sha256(kernel),
-            'initrd_sha256': product_image.sha256(initrd)}
+            'kernel_sha256': product_image.file_digest(kernel, 'sha256'),
+            'initrd_sha256': product_image.file_digest(initrd, 'sha256')}
 
 
 def is_current(path, wanted):

@@ -8,7 +8,6 @@ connection_uri`` where the local domains are.
 Exit status: 0 done (audit: nothing found), 1 audit findings, 2 error.
 """
 
-import argparse
 import contextlib
 import dataclasses
 import io
@@ -24,6 +23,7 @@ from nova_shared_cache import audit
 from nova_shared_cache import cephauth
 from nova_shared_cache import cephclient
 from nova_shared_cache import cephops
+from nova_shared_cache import cmd
 from nova_shared_cache.cmd import verify as verify_cmd
 from nova_shared_cache import conf as sc_conf
 from nova_shared_cache import exception
@@ -64,7 +64,9 @@ def _add_parsers(subparsers):
     fence.add_argument('image', metavar='POOL/IMAGE')
     fence.add_argument('--client', required=True, metavar='ADDR',
                        help='the client address as status shows it')
-    fence.add_argument('--expire', type=_positive, default=DEFAULT_EXPIRE,
+    fence.add_argument('--expire', default=DEFAULT_EXPIRE,
+                       type=cmd.whole_number('--expire', 1,
+                                             unit=' of seconds'),
                        metavar='SECONDS')
     fence.add_argument('--undo', action='store_true',
                        help='remove the client from the blocklist')
@@ -117,17 +119,6 @@ def _add_parsers(subparsers):
                               'again (SIGHUP); else they are read at its '
                               'next start')
     verify_cmd.add_parsers(subparsers)
-
-
-def _positive(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(
-            '--expire must be a whole number of seconds >= 1, not %r' % text)
-    return value
 
 
 class _ConfigOpts(cfg.ConfigOpts):

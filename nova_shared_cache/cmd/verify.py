@@ -8,11 +8,11 @@ verify exit status: 0 coherent, 1 stale reads seen, 2 error (nothing
 conclusive; see the problems it lists).
 """
 
-import argparse
 import json
 import os
 import sys
 
+from nova_shared_cache import cmd
 from nova_shared_cache import exception
 from nova_shared_cache.verify import guest
 from nova_shared_cache.verify import image
@@ -21,29 +21,6 @@ from nova_shared_cache.verify import runner
 DEFAULT_OUTPUT = 'nova-shared-cache-probe.raw'
 #: One run may use at most this many probes (the volume grows with them).
 MAX_PROBES = 2000
-
-
-def _probes(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 2 <= value <= MAX_PROBES:
-        raise argparse.ArgumentTypeError(
-            '--probes must be a whole number from 2 to %d, not %r'
-            % (MAX_PROBES, text))
-    return value
-
-
-def _seconds(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(
-            'a timeout is a whole number of seconds >= 1, not %r' % text)
-    return value
 
 
 def add_parsers(subparsers):
@@ -69,12 +46,15 @@ def add_parsers(subparsers):
                              'anti-affinity)')
     verify.add_argument('--network', help='attach the servers to this '
                                           'network (default: no network)')
-    verify.add_argument('--probes', type=_probes,
+    verify.add_argument('--probes',
+                        type=cmd.whole_number('--probes', 2, MAX_PROBES),
                         default=runner.DEFAULT_PROBES,
                         help='read-after-write probes, half in each '
                              'direction (default: %(default)s)')
-    verify.add_argument('--boot-timeout', type=_seconds, default=600)
-    verify.add_argument('--probe-timeout', type=_seconds, default=1800)
+    for option, default in (('--boot-timeout', 600),
+                            ('--probe-timeout', 1800)):
+        verify.add_argument(option, default=default, type=cmd.whole_number(
+            option, 1, unit=' of seconds'))
     verify.add_argument('--keep', action='store_true',
                         help='leave the servers, volume and group')
     verify.add_argument('--json', action='store_true')
@@ -140,7 +120,7 @@ def upload(conn, path, name, public=False):
     images of that name (same property, other content) are deleted after
     the new one is active.
     """
-    digest = image.sha512(path)
+    digest = image.file_digest(path, 'sha512')
     found = [i for i in conn.image.images(name=name)]
     props = image.glance_properties()
     for candidate in found:

@@ -27,6 +27,7 @@ import subprocess
 import tempfile
 
 from nova_shared_cache import exception
+from nova_shared_cache.verify import guest
 
 KERNEL_PACKAGE = 'linux-image-cloud-amd64'
 BUSYBOX_PACKAGE = 'busybox-static'
@@ -282,8 +283,13 @@ def syslinux_cfg(cmdline):
             % (KERNEL_FILE, INITRD_FILE, cmdline))
 
 
-def sha256(path):
-    digest = hashlib.sha256()
+def file_digest(path, algorithm):
+    """The hex digest of a file.
+
+    ``sha256`` for the build stamps; ``sha512`` is Glance's
+    ``os_hash_value``.
+    """
+    digest = hashlib.new(algorithm)
     with open(path, 'rb') as f:
         for chunk in iter(lambda: f.read(MIB), b''):
             digest.update(chunk)
@@ -337,7 +343,6 @@ FORMAT = 1
 
 def probe_recipe(kernel_package):
     """What a probe image is made of; another recipe means rebuild."""
-    from nova_shared_cache.verify import guest
     text = '\n'.join([str(FORMAT), kernel_package or '', guest.CMDLINE,
                       ' '.join(guest.MODULES), guest.INIT, guest.PROBE])
     return hashlib.sha256(text.encode('utf-8')).hexdigest()
@@ -353,7 +358,6 @@ def build_probe_image(path, force=False, progress=None):
     An image whose stamp (``PATH.recipe``) matches the current recipe and
     kernel package is kept unless ``force``.
     """
-    from nova_shared_cache.verify import guest
     progress = progress or (lambda text: None)
     package = versioned_kernel()
     if package is None:
@@ -399,7 +403,6 @@ def glance_properties():
     (``img_config_drive=mandatory``: the probe reads its user data there),
     and the protocol it speaks (``verify`` checks it).
     """
-    from nova_shared_cache.verify import guest
     return {
         'hw_disk_bus': 'virtio',
         'hw_firmware_type': 'bios',
@@ -412,12 +415,3 @@ def glance_properties():
         'os_type': 'linux',
         'nova_shared_cache_probe': str(guest.PROTOCOL),
     }
-
-
-def sha512(path):
-    """Glance's ``os_hash_value`` of a file (its default hash, sha512)."""
-    digest = hashlib.sha512()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(MIB), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
