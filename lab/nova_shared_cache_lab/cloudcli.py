@@ -207,19 +207,25 @@ class CloudCLI:
         """
         path = diskimage.build()
         digest = product_image.file_digest(path, 'sha512')
+        wanted = dict(diskimage.glance_properties(), **(properties or {}))
         for found in self.openstack('image', 'list', '--name', name,
                                     admin=True):
             shown = self.openstack('image', 'show', found['ID'], admin=True)
-            if (shown.get('os_hash_value') == digest
-                    and shown.get('status') == 'active'):
+            # The openstack command lists os_hash_value with the image's
+            # properties (it is a top-level attribute in Glance's API).
+            have = dict(shown.get('properties') or {}, **shown)
+            if (have.get('os_hash_value') == digest
+                    and have.get('status') == 'active'
+                    and all(str(have.get(k)) == str(v)
+                            for k, v in wanted.items())):
                 return found['ID']
             common.progress('replacing Glance image %s (%s): another build '
-                            'of the guest' % (name, found['ID']))
+                            'of the guest or other properties'
+                            % (name, found['ID']))
             self.openstack('image', 'delete', found['ID'], admin=True,
                            parse=False)
         args = ['image', 'create', '--public', '--disk-format', 'raw',
                 '--container-format', 'bare', '--file', path]
-        wanted = dict(diskimage.glance_properties(), **(properties or {}))
         for key, value in wanted.items():
             if key in ('disk_format', 'container_format'):
                 continue
