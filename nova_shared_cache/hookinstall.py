@@ -125,10 +125,16 @@ allow "${1-}" "${2-}" "$reason"
 """
 
 
-def render(python, config_files=(), timeout=TIMEOUT):
-    """The wrapper's text for this interpreter and these nova.conf files."""
-    config = ''.join('--config-file %s ' % shlex.quote(os.path.abspath(f))
-                     for f in config_files)
+def render(python, config_files=(), timeout=TIMEOUT, config_dirs=()):
+    """The wrapper's text for this interpreter and these nova.conf files.
+
+    ``config_dirs``: oslo.config's ``--config-dir`` directories, read after
+    the files (where nova-compute's ``nova.conf.d`` overrides live).
+    """
+    config = ''.join('%s %s ' % (option, shlex.quote(os.path.abspath(path)))
+                     for option, paths in (('--config-file', config_files),
+                                           ('--config-dir', config_dirs))
+                     for path in paths)
     return HOOK_SCRIPT % {'python': shlex.quote(python), 'config': config,
                           'timeout': timeout, 'kill_after': KILL_AFTER,
                           'deny': cmd_hook.DENY}
@@ -208,7 +214,8 @@ def install(hooks_dir, name, text):
     return path
 
 
-def install_checked(hooks_dir, name, python, config_files=()):
+def install_checked(hooks_dir, name, python, config_files=(),
+                    config_dirs=()):
     """Install the hook for ``python`` if it can run it; returns its path.
 
     A hook that could not import itself would allow everything (it fails
@@ -219,7 +226,8 @@ def install_checked(hooks_dir, name, python, config_files=()):
     if problem:
         raise HookInstallError(path=path, reason=problem)
     try:
-        return install(hooks_dir, name, render(python, config_files))
+        return install(hooks_dir, name, render(python, config_files,
+                                               config_dirs=config_dirs))
     except OSError as err:
         raise HookInstallError(path=path, reason=err)
 

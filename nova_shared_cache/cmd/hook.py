@@ -1,7 +1,8 @@
 """``nova-shared-cache-libvirt-hook``: libvirt's qemu hook protocol.
 
 Installed by ``nova-shared-cache install-hook`` behind a sh wrapper that
-runs ``python -I -m nova_shared_cache.cmd.hook [--config-file F]... --
+runs ``python -I -m nova_shared_cache.cmd.hook [--config-file F]...
+[--config-dir D] --
 DOMAIN OPERATION SUB-OPERATION EXTRA`` (see nova_shared_cache.hookinstall)
 and allows the operation whenever this code does not answer: only exit
 status DENY refuses. See nova_shared_cache.libvirt.hook for what it
@@ -27,22 +28,29 @@ REMEDY = ("run 'nova-shared-cache install-hook' again from the Python "
           "'nova-shared-cache install-hook --uninstall'")
 
 
-def split_args(argv):
-    """(nova.conf files, libvirt's arguments).
+#: The nova.conf options the wrapper passes, each with one value.
+CONFIG_OPTIONS = ('--config-file', '--config-dir')
 
-    ``--config-file F`` pairs come first, then ``--``, then libvirt's four
-    arguments, so that a domain named ``--config-file`` stays a domain
-    name. Without ``--`` (a wrapper written by an older install-hook)
-    everything after the options is libvirt's.
+
+def split_args(argv):
+    """(nova.conf options, libvirt's arguments).
+
+    ``--config-file F`` and ``--config-dir D`` pairs come first, in the
+    order install-hook was given them (oslo.config reads them in that
+    order), then ``--``, then libvirt's four arguments, so that a domain
+    named ``--config-file`` stays a domain name. Without ``--`` (a wrapper
+    written by an older install-hook) everything after the options is
+    libvirt's. The options come back as a flat list, as oslo.config takes
+    them.
     """
     argv = list(argv)
-    config_files = []
-    while argv[:1] == ['--config-file'] and len(argv) > 1:
-        config_files.append(argv[1])
+    config_args = []
+    while argv[:1] and argv[0] in CONFIG_OPTIONS and len(argv) > 1:
+        config_args += argv[:2]
         argv = argv[2:]
     if argv[:1] == ['--']:
         argv = argv[1:]
-    return config_files, argv
+    return config_args, argv
 
 
 def operation(argv):

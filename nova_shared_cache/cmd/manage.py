@@ -550,7 +550,8 @@ def cmd_install_hook(conf, out):
             out.write('%s is not installed\n' % path)
     else:
         out.write('installed %s\n' % hookinstall.install_checked(
-            hooks_dir, HOOK_NAME, sys.executable, conf.config_file or []))
+            hooks_dir, HOOK_NAME, sys.executable, conf.config_file or [],
+            config_dirs=_config_dirs(conf)))
     if conf.command.reload:
         signalled = _reload_libvirt()
         out.write('asked %s to read its hooks again\n' % (
@@ -559,6 +560,12 @@ def cmd_install_hook(conf, out):
         out.write('libvirtd reads hooks when it starts or reloads '
                   '(systemctl reload libvirtd, or --reload)\n')
     return OK
+
+
+def _config_dirs(conf):
+    """The --config-dir directories, in order (a list in newer oslo)."""
+    dirs = conf.config_dir or []
+    return [dirs] if isinstance(dirs, str) else list(dirs)
 
 
 def _reload_libvirt():

@@ -138,21 +138,26 @@ def decide(argv, xml, load_settings, status_dir=STATUS_DIR):
            name, problem, name, settings.cache_mode)))
 
 
-def load_settings(config_files):
+def load_settings(config_args):
     """[shared_cache] from nova.conf (oslo.config: imported only here).
 
-    No nova.conf at all is an error, not the defaults: a host without its
-    configuration cannot say what the operator chose.
+    ``config_args``: the ``--config-file``/``--config-dir`` options the
+    wrapper passed, as oslo.config takes them. No nova.conf at all is an
+    error, not the defaults: a host without its configuration cannot say
+    what the operator chose.
     """
-    if not config_files:
+    if not config_args:
         raise RuntimeError('no nova.conf: %s does not exist and the hook was '
-                           'installed without --config-file' % NOVA_CONF)
+                           'installed without --config-file or --config-dir'
+                           % NOVA_CONF)
     from oslo_config import cfg
 
     from nova_shared_cache import conf as sc_conf
     conf = cfg.ConfigOpts()
     sc_conf.register_opts(conf)
-    conf([], project='nova', default_config_files=config_files)
+    # oslo.config still reads its default nova.conf.d directories, as
+    # nova-compute does.
+    conf(list(config_args), project='nova', default_config_files=[])
     return sc_conf.load(conf)
 
 
@@ -169,14 +174,14 @@ def main(argv=None, stdin=None, stdout=None, stderr=None,
     stdin = stdin or sys.stdin.buffer
     stdout = stdout or sys.stdout.buffer
     stderr = stderr or sys.stderr
-    config_files, argv = cmd_hook.split_args(
+    config_args, argv = cmd_hook.split_args(
         sys.argv[1:] if argv is None else argv)
-    if not config_files and os.path.exists(NOVA_CONF):
-        config_files = [NOVA_CONF]
+    if not config_args and os.path.exists(NOVA_CONF):
+        config_args = ['--config-file', NOVA_CONF]
     try:
         # libvirt writes the whole XML; read it even when it is not needed.
         xml = stdin.read()
-        outcome = decide(argv, xml, lambda: load_settings(config_files),
+        outcome = decide(argv, xml, lambda: load_settings(config_args),
                          status_dir)
     except Exception as err:  # never block on our own bug
         outcome = Outcome(message='nova-shared-cache hook: unexpected %s: '

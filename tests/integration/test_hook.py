@@ -179,6 +179,24 @@ def test_deny_leaves_unrelated_domains_alone(hook_env):
         hook_env.connection.lookupByName(name).destroy()
 
 
+def test_an_override_in_a_config_dir_reaches_the_hook(hook_env, tmp_path):
+    """nova.conf says warn; nova.conf.d says deny: the hook denies."""
+    hook_env.set_mode('warn')
+    conf_d = tmp_path / 'nova.conf.d'
+    conf_d.mkdir()
+    (conf_d / '50-hook.conf').write_text('[shared_cache]\nhook_mode = deny\n')
+    assert hook_env.manage('--config-dir', str(conf_d), 'install-hook',
+                           '--reload')[0] == 0
+    try:
+        dom = hook_env.define('instance-hook-confdir',
+                              [hook_env.rbd_disk(hook_env.volume())])
+        error = _start_error(dom)
+        assert error is not None, 'the domain started: nova.conf.d unread'
+        assert 'refuses the start of domain instance-hook-confdir' in error
+    finally:
+        assert hook_env.manage('install-hook', '--reload')[0] == 0
+
+
 def test_warn_allows_it(hook_env):
     hook_env.set_mode('warn')
     dom = hook_env.define('instance-hook-warn',

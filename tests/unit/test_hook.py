@@ -176,6 +176,27 @@ class MainTest(unittest.TestCase):
         self.assertEqual((hook.DENY, b''), (code, out))
         self.assertIn('refuses the restore', err)
 
+    def test_reads_hook_mode_from_a_config_dir(self):
+        # nova.conf says fix; the operator's override in nova.conf.d says
+        # deny. The hook must read both, in oslo.config's order.
+        with tempfile.TemporaryDirectory() as top:
+            conf = os.path.join(top, 'nova.conf')
+            with open(conf, 'w') as f:
+                f.write('[shared_cache]\nhook_mode = fix\n')
+            conf_d = os.path.join(top, 'nova.conf.d')
+            os.mkdir(conf_d)
+            with open(os.path.join(conf_d, '50-hook.conf'), 'w') as f:
+                f.write('[shared_cache]\nhook_mode = deny\n')
+            out, err = io.BytesIO(), io.StringIO()
+            code = hook.main(['--config-file', conf, '--config-dir', conf_d,
+                              '--', 'd1', 'restore', 'begin', '-'],
+                             stdin=io.BytesIO(domain('d1', disk())),
+                             stdout=out, stderr=err,
+                             status_dir=tempfile.gettempdir() + '/none')
+        self.assertEqual((hook.DENY, b''), (code, out.getvalue()),
+                         err.getvalue())
+        self.assertIn('refuses the restore', err.getvalue())
+
     def test_bad_option_value_allows(self):
         code, out, err = self.run_main(
             ['d1', 'prepare', 'begin', '-'], domain('d1', disk()),
@@ -196,3 +217,12 @@ class FastPathTest(unittest.TestCase):
             ['--config-file', 'a', '--config-file', 'b', 'd', 'prepare',
              'begin', '-']))
         self.assertIsNone(cmd_hook.operation(['d']))
+
+    def test_split_args_keeps_files_and_dirs_in_order(self):
+        from nova_shared_cache.cmd import hook as cmd_hook
+        self.assertEqual(
+            (['--config-file', 'a', '--config-dir', 'd.d'],
+             ['--config-dir', 'prepare', 'begin', '-']),
+            cmd_hook.split_args(['--config-file', 'a', '--config-dir', 'd.d',
+                                 '--', '--config-dir', 'prepare', 'begin',
+                                 '-']))

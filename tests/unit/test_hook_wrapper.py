@@ -413,6 +413,17 @@ class InstallTest(WrapperTestBase):
         with open(path) as f:
             self.assertEqual(hookinstall.render(sys.executable, [self.conf]),
                              f.read())
+        conf_d = os.path.join(self.root, 'nova.conf.d')
+        os.mkdir(conf_d)
+        code = manage.main(['--config-file', self.conf, '--config-dir',
+                            conf_d, 'install-hook', '--hooks-dir',
+                            self.hooks], io.StringIO(), err)
+        self.assertEqual(0, code, err.getvalue())
+        with open(path) as f:
+            text = f.read()
+        self.assertEqual(hookinstall.render(sys.executable, [self.conf],
+                                            config_dirs=[conf_d]), text)
+        self.assertIn('--config-dir %s -- "$@"' % conf_d, text)
         out = io.StringIO()
         code = manage.main(['install-hook', '--hooks-dir', self.hooks,
                             '--uninstall'], out, err)
