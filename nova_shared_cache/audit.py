@@ -43,11 +43,13 @@ class DiskRow:
     serial: Optional[str]
     cache: Optional[str]          # the definition's cache mode
     shareable: bool               # the definition's <shareable/>
+    readonly: bool = False        # <readonly/>: the domain never writes
     live_xml_cache: Optional[str] = None
     qemu: Optional[dict] = None   # QEMU's cache state (running domains)
     shared_by: list = dataclasses.field(default_factory=list)
     features: Optional[list] = None
     other_host_clients: Optional[list] = None
+    ceph_user: Optional[str] = None   # who read the image's Ceph status
     findings: list = dataclasses.field(default_factory=list)
     # What the fixes need, not reported.
     live: object = dataclasses.field(default=None, repr=False)
@@ -149,7 +151,7 @@ class Auditor:
                 domain=name, uuid=domain.UUIDString(), running=running,
                 persistent=persistent, target=target, image=defined.spec,
                 serial=defined.serial, cache=defined.cache,
-                shareable=defined.shareable,
+                shareable=defined.shareable, readonly=defined.readonly,
                 live_xml_cache=live_disk.cache if live_disk else None,
                 qemu=(qmp.live_cache(nodes, live_disk)
                       if nodes is not None and live_disk else None),
@@ -176,24 +178,39 @@ class Auditor:
     # -- Ceph -----------------------------------------------------------------
 
     def _ceph_user(self, disk):
+        """The Ceph user to read ``disk``'s image as; None: nobody named.
+
+        As Nova chooses it (the disk's own user, else ``[libvirt]
+        rbd_user``), unless ``[shared_cache] ceph_user`` or --ceph-user
+        says otherwise. Never a silent ``client.admin``.
+        """
         return (self.settings.ceph_user or disk.user or self.libvirt_user
-                or 'admin')
+                or None)
 
     def _ceph_status(self, rows, errors):
         seen = {}
         for row in rows:
             disk = row.live or row.config
             key = (disk.image_spec, disk.mon_host, self._ceph_user(disk))
+            row.ceph_user = key[2]
             if key not in seen:
+                seen[key] = None
+                if key[2] is None:
+                    errors.append({'image': key[0], 'error': (
+                        'no Ceph user to read %s as: the disk names no '
+                        '<auth username> and neither --ceph-user, '
+                        '[shared_cache] ceph_user nor [libvirt] rbd_user is '
+                        'set (client.admin is never assumed)' % key[0])})
+                    continue
                 try:
                     client = self.registry.get(
                         self.settings.ceph_conf, key[2],
                         self.settings.ceph_timeout, mon_host=key[1])
                     seen[key] = client.call(
-                        'read the status of %s' % key[0],
+                        'read the status of %s as client.%s' % (key[0],
+                                                                key[2]),
                         lambda c, spec=key[0]: cephops.image_status(c, spec))
                 except exception.SharedCacheError as err:
-                    seen[key] = None
                     errors.append({'image': key[0], 'error': str(err)})
             status = seen[key]
             if status is None:
@@ -219,15 +236,19 @@ class Auditor:
                 self._local = hostnet.local_addresses()
             self._ceph_status(rows, report.errors)
         users = {}
+
+        def add(spec, domain, writes):
+            image = users.setdefault(spec, {})
+            image[domain] = image.get(domain, False) or writes
         for row in rows:
-            users.setdefault(row.image, set()).add(row.domain)
+            add(row.image, row.domain, not row.readonly)
         if names:
             # Sharing is a host-wide question even when only some domains
             # are asked about.
             for _, _, _, live, config in self._domains(None):
                 name = (live.findtext('name') or '')
                 for disk in domxml.rbd_disks(live) + domxml.rbd_disks(config):
-                    users.setdefault(disk.spec, set()).add(name)
+                    add(disk.spec, name, disk.writes)
         for row in rows:
             judge(row, users)
         report.disks = rows
@@ -236,13 +257,24 @@ class Auditor:
 
 
 def judge(row, users):
-    """Fill ``shared_by`` and ``findings`` of one disk."""
+    """Fill ``shared_by`` and ``findings`` of one disk.
+
+    ``users``: {spec: {domain: writes}} of every local domain. Local
+    domains that only read an image (``<readonly/>``, or a snapshot
+    ``pool/image@snap``, which never changes) do not share it in a way a
+    cache can break.
+    """
     row.shared_by = []
+    if '@' in row.image:
+        return          # a snapshot: nobody writes it, no cache goes stale
     if row.shareable or (row.live is not None and row.live.shareable):
         row.shared_by.append('shareable')
-    others = sorted(users.get(row.image, set()) - {row.domain})
-    if others:
-        row.shared_by.append('local domains: %s' % ', '.join(others))
+    others = {d: w for d, w in users.get(row.image, {}).items()
+              if d != row.domain}
+    if others and (any(others.values()) or not row.readonly):
+        row.shared_by.append('local domains: %s' % ', '.join(
+            '%s%s' % (d, '' if w else ' (read-only)')
+            for d, w in sorted(others.items())))
     if row.other_host_clients:
         row.shared_by.append('clients on other hosts: %s'
                              % ', '.join(row.other_host_clients))

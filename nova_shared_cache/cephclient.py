@@ -50,8 +50,11 @@ def bindings():
         raise exception.CephError(
             what='load the Ceph Python bindings',
             reason="the 'rados' and 'rbd' modules are not importable in "
-                   "this Python environment (install python3-rados and "
-                   "python3-rbd and make them visible to nova-compute)")
+                   "this Python environment (they come with Ceph, not from "
+                   "PyPI: install Debian's python3-rados and python3-rbd, "
+                   "or your distribution's equivalent, and make them "
+                   "visible to this environment, for example a venv made "
+                   "with --system-site-packages)")
     return rados, rbd
 
 

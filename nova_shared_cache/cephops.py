@@ -4,6 +4,7 @@ Functions here take a connected ``rados.Rados`` (see cephclient); the RBD
 backend's guard and the operator tools share them.
 """
 
+import collections
 import contextlib
 import errno
 import json
@@ -34,33 +35,54 @@ def feature_mask(names, rbd_mod):
     return mask
 
 
+_ImageSpec = collections.namedtuple('ImageSpec', 'pool namespace image')
+
+
+class ImageSpec(_ImageSpec):
+    """An RBD image: its pool, RBD namespace ('' the default) and name."""
+
+    __slots__ = ()
+
+    def __str__(self):
+        return '/'.join(p for p in self if p)
+
+
 def parse_image_spec(spec, source="connection_info data 'name'",
                      what='find the RBD image of the volume'):
-    """'pool/image' -> ('pool', 'image'); a clear error for anything else.
+    """'pool/image' or 'pool/namespace/image' -> ImageSpec.
 
     The one parser of image specs: the guard (``source`` the volume's
     connection_info) and the commands (``source`` their POOL/IMAGE
-    argument) both check through it, before any Ceph connection.
+    argument) both check through it, before any Ceph connection. The
+    three-part form is how libvirt and QEMU name an image in an RBD
+    namespace.
     """
     text = str(spec or '')
     parts = text.split('/')
     reason = None
-    if len(parts) != 2 or not all(parts):
-        reason = 'expected POOL/IMAGE'
+    if len(parts) not in (2, 3) or not all(parts):
+        reason = 'expected POOL/IMAGE or POOL/NAMESPACE/IMAGE'
     elif any(ord(c) < 32 or ord(c) == 127 for c in text):
         reason = 'it holds a control character'
     if reason:
         raise exception.CephError(
             what=what, reason="%s is %r, %s" % (source, spec, reason))
-    return parts[0], parts[1]
+    if len(parts) == 2:
+        return ImageSpec(parts[0], '', parts[1])
+    return ImageSpec(*parts)
 
 
 @contextlib.contextmanager
-def open_image(cluster, pool, name, read_only=True):
-    """An open ``rbd.Image`` (and its pool's ioctx), closed on exit."""
+def open_image(cluster, pool, name, read_only=True, namespace=''):
+    """An open ``rbd.Image`` (and its pool's ioctx), closed on exit.
+
+    ``namespace``: the image's RBD namespace ('' the pool's default one).
+    """
     _, rbd_mod = cephclient.bindings()
     ioctx = cluster.open_ioctx(pool)
     try:
+        if namespace:
+            ioctx.set_namespace(namespace)
         image = rbd_mod.Image(ioctx, name, read_only=read_only)
         try:
             yield image
@@ -95,8 +117,9 @@ def feature_names(mask, rbd_mod):
 def image_status(cluster, spec):
     """Features, size and the other clients of ``pool/image``."""
     _, rbd_mod = cephclient.bindings()
-    pool, name = parse_image_spec(spec)
-    with open_image(cluster, pool, name) as image:
+    ref = parse_image_spec(spec)
+    with open_image(cluster, ref.pool, ref.image,
+                    namespace=ref.namespace) as image:
         mask = image.features()
         return {
             'image': spec,

@@ -208,14 +208,13 @@ class RbdBackend(base.SharedVolumeBackend):
             ('sharing_guard', check_watchers, settings.sharing_guard))
             if on and value in ('enforce', 'refuse')] if new_attachment else []
         try:
-            pool, image = cephops.parse_image_spec(spec)
+            ref = cephops.parse_image_spec(spec)
             client = self.client(connection_info)
             state = client.call(
-                'inspect RBD image %s' % spec,
-                lambda cluster: self._inspect(cluster, pool, image,
-                                              check_watchers))
+                'inspect RBD image %s as client.%s' % (spec, client.user),
+                lambda cluster: self._inspect(cluster, ref, check_watchers))
             if check_features and state.features:
-                self._single_client_features(client, pool, image, state,
+                self._single_client_features(client, ref, state,
                                              who, new_attachment)
             if check_watchers:
                 self._foreign_watchers(state, who)
@@ -243,16 +242,17 @@ class RbdBackend(base.SharedVolumeBackend):
                      else 'reconnect of an existing attachment'))
 
     @staticmethod
-    def _inspect(cluster, pool, image, watchers):
+    def _inspect(cluster, ref, watchers):
         _, rbd_mod = cephclient.bindings()
-        with cephops.open_image(cluster, pool, image) as img:
+        with cephops.open_image(cluster, ref.pool, ref.image,
+                                namespace=ref.namespace) as img:
             return ImageState(
                 features=cephops.single_client_features(img.features(),
                                                         rbd_mod),
                 watchers=(cephops.other_watchers(cluster, img)
                           if watchers else []))
 
-    def _single_client_features(self, client, pool, image, state, who,
+    def _single_client_features(self, client, ref, state, who,
                                 new_attachment=True):
         policy = self.settings.rbd_feature_policy
         names = ', '.join(state.features)
@@ -278,9 +278,8 @@ class RbdBackend(base.SharedVolumeBackend):
         try:
             raced = client.call(
                 'clear RBD features of %s' % who['volume'],
-                lambda cluster: self._clear(cluster, pool, image,
-                                            state.features, who,
-                                            client.user))
+                lambda cluster: self._clear(cluster, ref, state.features,
+                                            who, client.user))
         except exception.SharedCacheError as err:
             if new_attachment:
                 raise
@@ -297,7 +296,7 @@ class RbdBackend(base.SharedVolumeBackend):
                       raced=' (another client cleared some first)'
                       if raced else ''))
 
-    def _clear(self, cluster, pool, image, names, who, user):
+    def _clear(self, cluster, ref, names, who, user):
         """Disable ``names`` on the image; safe when another compute races.
 
         Runs in librados' thread (no logging here). Returns True when
@@ -308,8 +307,9 @@ class RbdBackend(base.SharedVolumeBackend):
         _, rbd_mod = cephclient.bindings()
         raced = None
         try:
-            with cephops.open_image(cluster, pool, image,
-                                    read_only=False) as img:
+            with cephops.open_image(cluster, ref.pool, ref.image,
+                                    read_only=False,
+                                    namespace=ref.namespace) as img:
                 present = cephops.single_client_features(img.features(),
                                                          rbd_mod)
                 todo = [n for n in names if n in present]
@@ -325,7 +325,7 @@ class RbdBackend(base.SharedVolumeBackend):
                                                       rbd_mod)
         except rbd_mod.PermissionError as err:
             # Opening for writing or changing the features.
-            raise self._no_write_cap(who, user, pool) from err
+            raise self._no_write_cap(who, user, ref) from err
         if left:
             raise exception.AttachRefused(
                 reason="[shared_cache] rbd_feature_policy = enforce: "
@@ -337,13 +337,14 @@ class RbdBackend(base.SharedVolumeBackend):
         return raced is not None
 
     @staticmethod
-    def _no_write_cap(who, user, pool):
+    def _no_write_cap(who, user, ref):
         return exception.AttachRefused(
             reason="[shared_cache] rbd_feature_policy = enforce needs write "
                    "access, and Ceph user client.%s may not change the "
-                   "image's features; grant it ('osd profile rbd pool=%s' "
+                   "image's features; grant it ('osd profile rbd pool=%s%s' "
                    "in its caps), or set rbd_feature_policy to refuse or "
-                   "warn" % (user, pool), **who)
+                   "warn" % (user, ref.pool, ' namespace=%s' % ref.namespace
+                             if ref.namespace else ''), **who)
 
     def _foreign_watchers(self, state, who):
         if not state.watchers:

@@ -29,6 +29,7 @@ from nova_shared_cache import conf as sc_conf
 from nova_shared_cache import exception
 from nova_shared_cache import hookinstall
 from nova_shared_cache import hostnet
+from nova_shared_cache.libvirt import domxml
 from nova_shared_cache.libvirt import livefix
 from nova_shared_cache.libvirt import qmp
 
@@ -148,10 +149,28 @@ def make_conf(argv):
     return conf
 
 
+def ceph_user(conf):
+    """(user, where it was named) for status and fence.
+
+    Never a silent ``client.admin``: with no user named anywhere the
+    command stops and says where to name one.
+    """
+    settings = sc_conf.load(conf)
+    for user, where in ((conf.command.ceph_user, '--ceph-user'),
+                        (settings.ceph_user, '[shared_cache] ceph_user'),
+                        (conf.libvirt.rbd_user, '[libvirt] rbd_user')):
+        if user:
+            return user, where
+    raise exception.UsageError(
+        reason='no Ceph user is named: pass --ceph-user (for example '
+               '--ceph-user admin), or set [shared_cache] ceph_user or '
+               '[libvirt] rbd_user in nova.conf; client.admin is never '
+               'assumed')
+
+
 def ceph_client(conf):
     settings = sc_conf.load(conf)
-    user = (conf.command.ceph_user or settings.ceph_user
-            or conf.libvirt.rbd_user or 'admin')
+    user, _ = ceph_user(conf)
     return cephclient.REGISTRY.get(settings.ceph_conf, user,
                                    settings.ceph_timeout)
 
@@ -199,8 +218,10 @@ def _libvirt_module():
     except ImportError as err:
         raise exception.LibvirtError(
             what='load the libvirt Python bindings',
-            reason='%s (install python3-libvirt and make it visible to this '
-                   'Python environment)' % err)
+            reason="%s (install Debian's python3-libvirt and make it "
+                   "visible to this Python environment, or the PyPI "
+                   "package libvirt-python: pip install "
+                   "'nova-shared-cache[libvirt]')" % err)
     return libvirt
 
 
@@ -224,11 +245,11 @@ def local_domains_using(conf, spec):
                 if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                     continue    # gone since the listing
                 raise
-            for source in doc.findall('./devices/disk/source'):
-                if (source.get('protocol') == 'rbd'
-                        and source.get('name') == spec):
-                    names.append(domain.name())
-                    break
+            # A snapshot of the image (pool/image@snap) is another
+            # client of it too.
+            if any(disk.image_spec == spec
+                   for disk in domxml.rbd_disks(doc)):
+                names.append(domain.name())
         return sorted(names)
     except libvirt.libvirtError as err:
         raise exception.LibvirtError(
@@ -268,6 +289,8 @@ def cmd_status(conf, out):
     if domains_error:
         status['local_domains_error'] = domains_error
     status['guard'] = guard_credentials(conf)
+    user, where = ceph_user(conf)
+    status['ceph_user'] = {'user': user, 'from': where}
     if conf.command.json:
         out.write(json.dumps(status, indent=2, sort_keys=True) + '\n')
         return OK
@@ -279,6 +302,7 @@ def cmd_status(conf, out):
                   % ', '.join(status['single_client_features']))
     if domains_error:
         out.write('WARNING:   local domains unknown: %s\n' % domains_error)
+    out.write('read as:   client.%s (%s)\n' % (user, where))
     out.write('guard:     %s\n' % _guard_text(status['guard']))
     out.write('clients:   %d\n' % len(status['watchers']))
     for w in status['watchers']:
@@ -341,6 +365,8 @@ def cmd_fence(conf, out):
                                             client.user))
         result = {'image': spec, 'client': address, 'fenced': True,
                   'entry': entry}
+    user, where = ceph_user(conf)
+    result['ceph_user'] = {'user': user, 'from': where}
     if conf.command.json:
         out.write(json.dumps(result, indent=2, sort_keys=True) + '\n')
     elif result['fenced']:
@@ -624,6 +650,8 @@ def check_input(conf):
     if name in ('status', 'fence', 'audit', 'fix'):
         _check_ceph_user(command.ceph_user)
         sc_conf.load(conf)
+    if name in ('status', 'fence'):
+        ceph_user(conf)
     if name in ('audit', 'fix'):
         for domain in command.domain or []:
             if not domain.strip():

@@ -47,7 +47,7 @@ class RbdDisk:
 
     element: object = dataclasses.field(repr=False, compare=False)
     target: Optional[str]
-    spec: str                   # pool/image as libvirt has it
+    spec: str                   # pool[/namespace]/image[@snap], libvirt's
     hosts: list                 # [(host, port or None)]
     user: Optional[str]
     secret_uuid: Optional[str]
@@ -83,9 +83,15 @@ class RbdDisk:
         return self.spec.split('@', 1)[1] if '@' in self.spec else None
 
     @property
+    def writes(self):
+        """Can this disk change the image? (not read-only, not a snapshot)"""
+        return not (self.readonly or self.snapshot)
+
+    @property
     def image_spec(self):
-        """pool/image for Ceph calls (namespace and snapshot left out)."""
-        return '%s/%s' % (self.pool, self.image)
+        """pool[/namespace]/image for Ceph calls (the snapshot left out)."""
+        return '/'.join(p for p in (self.pool, self.namespace, self.image)
+                        if p)
 
     @property
     def mon_host(self):
@@ -134,6 +140,23 @@ def rbd_disks(doc):
             index=source.get('index'),
             config_file=config.get('file') if config is not None else None))
     return disks
+
+
+def sharing_hazard(disk, others_write, others_read=False):
+    """Why a caching ``disk`` is a shared-cache hazard, or None.
+
+    ``others_write``: another domain writes the same image (same spec);
+    ``others_read``: another domain only reads it. A cache only goes stale
+    when somebody writes: a snapshot never changes, and an image that every
+    user opens read-only is shared safely whatever the cache mode.
+    """
+    if disk.snapshot:
+        return None
+    if disk.shareable:
+        return '<shareable/>'
+    if others_write or (others_read and disk.writes):
+        return 'used by other domains'
+    return None
 
 
 def fix_disk(element, cache_mode):

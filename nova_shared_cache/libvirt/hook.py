@@ -15,8 +15,9 @@ exits 0 with a note, and any other failure is allowed by the wrapper.
 
 Safety rules:
 - only a shared RBD disk (``<shareable/>``, or an image another running
-  domain uses) in a caching mode is acted on; every other domain, and any
-  XML the hook cannot read, is allowed untouched;
+  domain uses, when one of them writes it) in a caching mode is acted on;
+  read-only sharing, every other domain, and any XML the hook cannot read,
+  are allowed untouched;
 - nothing heavier than lxml is imported unless such a disk is found, so the
   hook costs one small Python start per start, restore or incoming
   migration (the wrapper starts no Python for other operations).
@@ -41,7 +42,10 @@ REWRITES = ('migrate', 'restore')
 
 
 def other_running_images(name, status_dir=STATUS_DIR):
-    """RBD images of the other running domains, from libvirt's status."""
+    """RBD images of the other running domains, from libvirt's status.
+
+    {spec: {domain: writes}}, ``writes`` False for a read-only disk.
+    """
     images = {}
     for path in glob.glob(os.path.join(status_dir, '*.xml')):
         if os.path.basename(path) == name + '.xml':
@@ -54,13 +58,20 @@ def other_running_images(name, status_dir=STATUS_DIR):
         domain = doc.find('domain') if doc.tag == 'domstatus' else doc
         other = domain.findtext('name') if domain is not None else None
         for disk in domxml.rbd_disks(doc):
-            images.setdefault(disk.spec, set()).add(other or path)
+            users = images.setdefault(disk.spec, {})
+            key = other or path
+            users[key] = users.get(key, False) or disk.writes
     return images
 
 
 def unsafe_disks(doc, name, status_dir=STATUS_DIR):
-    """[(RbdDisk, why shared)] for shared RBD disks that cache."""
-    caching = [d for d in domxml.rbd_disks(doc) if d.caches]
+    """[(RbdDisk, why shared)] for shared RBD disks that cache.
+
+    Read-only sharing (every user ``<readonly/>``, or a snapshot) is not a
+    hazard and is allowed.
+    """
+    caching = [d for d in domxml.rbd_disks(doc)
+               if d.caches and not d.snapshot]
     if not caching:
         return []
     others = None
@@ -71,9 +82,11 @@ def unsafe_disks(doc, name, status_dir=STATUS_DIR):
             continue
         if others is None:
             others = other_running_images(name, status_dir)
-        if disk.spec in others:
-            found.append((disk, 'also used by running domain(s) %s'
-                          % ', '.join(sorted(others[disk.spec]))))
+        users = others.get(disk.spec, {})
+        if domxml.sharing_hazard(disk, any(users.values()), bool(users)):
+            found.append((disk, 'also used by running domain(s) %s' % (
+                ', '.join('%s%s' % (n, '' if w else ' (read-only)')
+                          for n, w in sorted(users.items())))))
     return found
 
 

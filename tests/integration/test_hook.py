@@ -45,7 +45,7 @@ RBD_DISK = """    <disk type='network' device='disk'>
         <host name='127.0.0.1' port='{port}'/>
       </source>
       <target dev='{dev}' bus='virtio'/>
-      {shareable}
+      {shareable}{readonly}
     </disk>"""
 
 
@@ -102,12 +102,14 @@ class HookEnv:
             initrd=self.paths['initrd'], cmdline=guest_image.CMDLINE,
             disks='\n'.join(disks))
 
-    def rbd_disk(self, spec, cache='writeback', shareable=True, dev='vdb'):
+    def rbd_disk(self, spec, cache='writeback', shareable=True, dev='vdb',
+                 readonly=False):
         return RBD_DISK.format(
             cache=" cache='%s'" % cache if cache else '',
             secret=self.stack.secret_uuid, spec=spec,
             port=self.stack.ceph.port, dev=dev,
-            shareable='<shareable/>' if shareable else '')
+            shareable='<shareable/>' if shareable else '',
+            readonly='<readonly/>' if readonly else '')
 
     def define(self, name, disks):
         dom = self.connection.defineXML(self.xml(name, disks))
@@ -177,6 +179,41 @@ def test_deny_leaves_unrelated_domains_alone(hook_env):
         'instance-hook-private' in error, error
     for name in cases:
         hook_env.connection.lookupByName(name).destroy()
+
+
+def test_read_only_sharing_starts_and_a_writer_is_refused(hook_env):
+    """Domains that only read an image share it safely, cache or not."""
+    hook_env.set_mode('deny')
+    spec = hook_env.volume()
+    hook_env.stack.ceph.rbd('snap', 'create', spec + '@base')
+    readers = {
+        'instance-hook-ro1': hook_env.rbd_disk(spec, shareable=False,
+                                               readonly=True),
+        'instance-hook-ro2': hook_env.rbd_disk(spec, shareable=False,
+                                               readonly=True),
+        # a snapshot never changes, whoever opens it and how
+        'instance-hook-snap1': hook_env.rbd_disk(spec + '@base',
+                                                 shareable=False),
+        'instance-hook-snap2': hook_env.rbd_disk(spec + '@base',
+                                                 shareable=False),
+    }
+    try:
+        for name, disk in readers.items():
+            dom = hook_env.define(name, [disk])
+            assert _start_error(dom) is None, name
+            assert dom.isActive(), name
+        # A writer of the image the readers use makes it shared.
+        dom = hook_env.define('instance-hook-rw', [hook_env.rbd_disk(
+            spec, shareable=False)])
+        error = _start_error(dom)
+        assert error and 'also used by running domain(s) instance-hook-ro1 ' \
+            '(read-only), instance-hook-ro2 (read-only)' in error, error
+        assert not dom.isActive()
+    finally:
+        for name in readers:
+            dom = hook_env.connection.lookupByName(name)
+            if dom.isActive():
+                dom.destroy()
 
 
 def test_an_override_in_a_config_dir_reaches_the_hook(hook_env, tmp_path):

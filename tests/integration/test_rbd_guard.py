@@ -175,6 +175,8 @@ import sys, rados, rbd
 cluster = rados.Rados(conffile=sys.argv[1], rados_id=sys.argv[2])
 cluster.connect()
 ioctx = cluster.open_ioctx(sys.argv[3])
+if sys.argv[5]:
+    ioctx.set_namespace(sys.argv[5])
 image = rbd.Image(ioctx, sys.argv[4])
 print(cluster.get_instance_id(), flush=True)
 sys.stdin.read()
@@ -188,10 +190,10 @@ def holder(cluster):
     procs = []
 
     def hold(spec):
-        pool, image = spec.split('/')
+        pool, *namespace, image = spec.split('/')
         proc = subprocess.Popen(
             ['/usr/bin/python3', '-c', HOLDER, cluster.client_conf,
-             embedded_ceph.CLIENT, pool, image],
+             embedded_ceph.CLIENT, pool, image, ''.join(namespace)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         procs.append(proc)
         return proc.stdout.readline().strip()
@@ -229,6 +231,54 @@ def test_reconnect_of_an_attachment_ignores_other_clients(cluster, holder):
     spec, info = new_image(cluster, multiattach=False)
     holder(spec)
     connect(make_backend(cluster), info, shared=False, new_attachment=False)
+
+
+# -- RBD namespaces -----------------------------------------------------------
+
+def namespaced_image(cluster, namespace, features, volume_id=None):
+    """pool/namespace/volume-ID, and its connection_info."""
+    volume_id = volume_id or str(uuid.uuid4())
+    spec = '%s/%s/volume-%s' % (POOL, namespace, volume_id)
+    cluster.rbd('create', '--size', '64', '--image-feature',
+                ','.join(features), spec)
+    info = cluster.connection_info(volume_id, 'unused-secret-uuid')
+    info['data']['name'] = spec
+    return spec, info
+
+
+def test_images_in_an_rbd_namespace(cluster, holder, logs, nova_conf):
+    namespace = 'tenant-%s' % uuid.uuid4().hex[:8]
+    cluster.rbd('namespace', 'create', '--pool', POOL, '--namespace',
+                namespace)
+    single = ['layering', 'exclusive-lock', 'object-map', 'fast-diff']
+    spec, info = namespaced_image(cluster, namespace, single)
+    # The same image name in the pool's default namespace: another image.
+    twin = '%s/%s' % (POOL, spec.split('/')[-1])
+    cluster.rbd('create', '--size', '64', '--image-feature',
+                ','.join(single), twin)
+    connect(make_backend(cluster), info)
+    assert features(cluster, spec) & SINGLE_CLIENT == set()
+    assert features(cluster, twin) >= {'exclusive-lock', 'object-map'}
+    assert ('Cleared single-client RBD features exclusive-lock, '
+            'object-map, fast-diff of image %s' % spec) in logs.output
+    # The sharing guard sees the clients of the namespaced image.
+    spec2, info2 = namespaced_image(cluster, namespace, ['layering'])
+    info2['multiattach'] = False
+    other = holder(spec2)
+    with pytest.raises(exception.AttachRefused) as err:
+        connect(make_backend(cluster), info2, shared=False)
+    assert 'already open by client.%s at ' % other in str(err.value)
+    # And so does the operator's status, as the user nova.conf names.
+    proc = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), 'nova-shared-cache'),
+         '--config-file', nova_conf, 'status', spec2, '--json'],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    status = json.loads(proc.stdout)
+    assert status['image'] == spec2
+    assert ['client.%s' % other] == [w['client'] for w in status['watchers']]
+    assert status['ceph_user'] == {'user': embedded_ceph.CLIENT,
+                                   'from': '[libvirt] rbd_user'}
 
 
 # -- Ceph unreachable ---------------------------------------------------------

@@ -88,7 +88,11 @@ class FakeCluster:
         class Ioctx:
             def __init__(self, pool):
                 self.pool = pool
+                self.namespace = ''
                 self.closed = False
+
+            def set_namespace(self, namespace):
+                self.namespace = namespace
 
             def close(self):
                 self.closed = True
@@ -163,7 +167,8 @@ class FakeCluster:
 
         class Image:
             def __init__(self, ioctx, name, read_only=False):
-                self.spec = '%s/%s' % (ioctx.pool, name)
+                self.spec = '/'.join(p for p in (ioctx.pool, ioctx.namespace,
+                                                 name) if p)
                 self.read_only = read_only
                 if cluster.down:
                     raise errors['Timeout']('timed out')

@@ -34,18 +34,22 @@ DOMAIN = """<domain type='kvm'><name>{name}</name><uuid>{uuid}</uuid>
   <target dev='vda'/></disk>
 <disk type='network' device='disk'>
   <driver name='qemu' type='raw'{cache}/>
-  <auth username='cinder'><secret type='ceph' uuid='s'/></auth>
+  {auth}
   <source protocol='rbd' name='{spec}'{index}>
     <host name='127.0.0.1' port='3300'/></source>
-  <target dev='vdb' bus='virtio'/>{shareable}
+  <target dev='vdb' bus='virtio'/>{shareable}{readonly}
 </disk></devices></domain>"""
+AUTH = "<auth username='%s'><secret type='ceph' uuid='s'/></auth>"
 
 
-def xml(name, spec=SPEC, cache='writeback', shareable=False, index=None):
+def xml(name, spec=SPEC, cache='writeback', shareable=False, index=None,
+        readonly=False, user='cinder'):
     return DOMAIN.format(name=name, uuid='uuid-' + name, spec=spec,
                          cache=" cache='%s'" % cache if cache else '',
                          index=" index='%s'" % index if index else '',
-                         shareable='<shareable/>' if shareable else '')
+                         shareable='<shareable/>' if shareable else '',
+                         readonly='<readonly/>' if readonly else '',
+                         auth=AUTH % user if user else '')
 
 
 class FakeDomain:
@@ -194,6 +198,55 @@ class AuditTest(base.TestCase):
         rc, report = self.audit('--domain', 'a')
         self.assertEqual(['a'], [d['domain'] for d in report['disks']])
         self.assertEqual(expected, self.findings(report, 'a'))
+
+    def test_read_only_sharing_is_not_a_hazard(self):
+        snap = SPEC + '@base'
+        self.domains = [
+            FakeDomain('r1', xml('r1', readonly=True, index='2'),
+                       xml('r1', readonly=True)),
+            FakeDomain('r2', xml('r2', readonly=True, index='2'),
+                       xml('r2', readonly=True)),
+            FakeDomain('s1', xml('s1', spec=snap, index='2'),
+                       xml('s1', spec=snap)),
+            FakeDomain('s2', xml('s2', spec=snap, index='2'),
+                       xml('s2', spec=snap))]
+        rc, report = self.audit()
+        self.assertEqual((0, 0), (rc, report['findings']), report)
+        self.assertEqual([[]] * 4, [d['shared_by'] for d in report['disks']])
+        self.assertEqual([True, True, False, False],
+                         [d['readonly'] for d in report['disks']])
+
+    def test_a_writer_makes_read_only_users_shared(self):
+        self.domains = [
+            FakeDomain('r1', xml('r1', readonly=True, index='2'),
+                       xml('r1', readonly=True)),
+            FakeDomain('w', xml('w', index='2'), xml('w'))]
+        rc, report = self.audit()
+        self.assertEqual(1, rc)
+        self.assertIn(('caching', 'qemu'), self.findings(report, 'r1'))
+        self.assertIn(('caching', 'qemu'), self.findings(report, 'w'))
+        shared_by = {d['domain']: d['shared_by'] for d in report['disks']}
+        self.assertEqual({'r1': ['local domains: w'],
+                          'w': ['local domains: r1 (read-only)']}, shared_by)
+
+    def test_images_are_read_as_the_named_user_never_admin(self):
+        self.domains = [FakeDomain('a', xml('a', user=None, index='2'),
+                                   xml('a', user=None)),
+                        FakeDomain('b', xml('b', spec=OTHER_SPEC, index='2'),
+                                   xml('b', spec=OTHER_SPEC))]
+        with open(self.nova_conf, 'w') as f:     # no ceph_user, no rbd_user
+            f.write('[shared_cache]\nceph_conf = %s\n'
+                    % base.sc_driver.CONF.shared_cache.ceph_conf)
+        rc, report = self.audit()
+        self.assertEqual(2, rc)
+        (error,) = report['errors']
+        self.assertEqual(SPEC, error['image'])
+        self.assertIn('no Ceph user', error['error'])
+        self.assertIn('client.admin is never assumed', error['error'])
+        users = {d['domain']: d['ceph_user'] for d in report['disks']}
+        self.assertEqual({'a': None, 'b': 'cinder'}, users)
+        self.assertNotIn('admin', [c[1] for c in self.ceph.calls
+                                   if c[0] == 'connect'])
 
     def test_a_client_on_another_host_makes_it_shared(self):
         self.ceph.add_image(SPEC, features=fakeceph.DEFAULT_FEATURES,
@@ -451,6 +504,8 @@ class OpenLibvirtTest(base.TestCase):
                                 manage.open_libvirt, self.conf)
         self.assertIn('load the libvirt Python bindings', str(err))
         self.assertIn('python3-libvirt', str(err))
+        self.assertIn('libvirt-python', str(err))
+        self.assertIn("nova-shared-cache[libvirt]", str(err))
 
 
 class LocalDomainsUsingTest(base.TestCase):

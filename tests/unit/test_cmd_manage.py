@@ -214,7 +214,7 @@ class InputCheckedFirstTest(CliCase):
     def test_malformed_image_spec(self):
         # The cluster is down: a check after connecting would wait.
         self.ceph.down = True
-        for spec in ('volumes', 'volumes/', '/img', 'a/b/c', '',
+        for spec in ('volumes', 'volumes/', '/img', 'a/b/c/d', 'a//c', '',
                      'volumes/img\n', 'vol\x00umes/img'):
             for args in (('status', spec), ('fence', spec, '--client',
                                             REMOTE['addr'])):
@@ -319,16 +319,36 @@ class JsonOutcomesTest(CliCase):
     def test_success_documents_keep_their_keys(self):
         doc, _ = self.run_json('status', SPEC, '--json', expected_rc=0)
         self.assertEqual(SPEC, doc['image'])
-        self.assertEqual({'exit_code', 'features', 'guard', 'image',
-                          'local_domains', 'meaning',
+        self.assertEqual({'ceph_user', 'exit_code', 'features', 'guard',
+                          'image', 'local_domains', 'meaning',
                           'single_client_features', 'size', 'watchers'},
                          set(doc))
+        # Which user read the image, and where it was named.
+        self.assertEqual({'user': 'cinder',
+                          'from': '[shared_cache] ceph_user'},
+                         doc['ceph_user'])
         # What nova-compute's guard can use here, never a key.
         self.assertEqual('keyring', doc['guard']['source'])
         self.assertNotIn('key', doc['guard'])
         doc, _ = self.run_json('fence', SPEC, '--client', REMOTE['addr'],
                                '--json', expected_rc=0)
         self.assertTrue(doc['fenced'])
+
+    def test_no_ceph_user_named_is_an_error_never_admin(self):
+        with open(self.nova_conf, 'w') as f:
+            f.write('[shared_cache]\nceph_conf = %s\n'
+                    % self.ceph_conf_path())
+        for args in (('status', SPEC, '--json'),
+                     ('fence', SPEC, '--client', REMOTE['addr'], '--json')):
+            with self.subTest(args=args):
+                doc, err = self.run_json(*args)
+                self.assertIn('no Ceph user is named: pass --ceph-user',
+                              doc['error'])
+        self.assertEqual([], self.ceph.calls)
+        doc, _ = self.run_json('status', SPEC, '--json', '--ceph-user',
+                               'admin', expected_rc=0)
+        self.assertEqual({'user': 'admin', 'from': '--ceph-user'},
+                         doc['ceph_user'])
 
     def test_usage_errors(self):
         for args, expected in (

@@ -42,7 +42,8 @@ class RbdDisksTest(unittest.TestCase):
         self.assertEqual('volumes/ns/volume-1@snap', d.spec)
         self.assertEqual(('volumes', 'ns', 'volume-1', 'snap'),
                          (d.pool, d.namespace, d.image, d.snapshot))
-        self.assertEqual('volumes/volume-1', d.image_spec)
+        # The namespace is part of the image's name; the snapshot is not.
+        self.assertEqual('volumes/ns/volume-1', d.image_spec)
         self.assertEqual('10.0.0.1:6789,[fd00::2]', d.mon_host)
         self.assertEqual(('cinder', 's-1', 'writeback', 'threads', '3',
                           'vol-1', '/etc/ceph/other.conf'),

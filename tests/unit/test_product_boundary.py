@@ -114,6 +114,20 @@ class TestProductBoundary(base.TestCase):
         self.assertEqual(['nova_shared_cache_lab', 'nova/virt/nsc_lab_hazard'],
                          lab['files']['packages'].split())
 
+    def test_the_bindings_the_commands_import_are_declared(self):
+        # libvirt-python is an extra (nova-compute has it already); the
+        # installed metadata offers it, so 'pip install
+        # nova-shared-cache[libvirt]' is what the error message says.
+        dists = list(importlib.metadata.distributions(
+            name='nova-shared-cache',
+            path=[sysconfig.get_paths()['purelib']]))
+        requires = dists[0].requires or []
+        self.assertIn('libvirt', dists[0].metadata.get_all(
+            'Provides-Extra') or [])
+        self.assertTrue(any(r.startswith('libvirt-python')
+                            and 'extra == "libvirt"' in r
+                            for r in requires), requires)
+
     def test_the_installed_product_has_no_lab_files(self):
         # The wheel tox installed (a stale build/lib could put the old
         # embedded package back into it), not the egg-info a build leaves in

@@ -194,6 +194,24 @@ class GuardTest(base.TestCase):
         err = self.assertRefused(self.connect, info=info)
         self.assertIn("'no-pool'", str(err))
 
+    def test_image_in_an_rbd_namespace_is_found_and_fixed(self):
+        # pool/namespace/image, as libvirt and QEMU name such an image.
+        spec = 'volumes/tenant-a/volume-ns'
+        self.ceph.add_image(spec, features=fakeceph.DEFAULT_FEATURES)
+        self.ceph.add_image('volumes/volume-ns')    # same name, no namespace
+        self.connect(info=base.connection_info(data={'name': spec}))
+        self.assertIn(('open', spec, True), self.ceph.calls)
+        self.assertEqual(fakeceph.LAYERING | fakeceph.DEEP_FLATTEN,
+                         self.ceph.features(spec))
+        self.assertEqual(fakeceph.CINDER_MULTIATTACH,
+                         self.ceph.features('volumes/volume-ns'))
+
+    def test_too_many_parts_named(self):
+        info = base.connection_info(data={'name': 'a/b/c/d'})
+        err = self.assertRefused(self.connect, info=info)
+        self.assertIn("'a/b/c/d'", str(err))
+        self.assertIn('POOL/NAMESPACE/IMAGE', str(err))
+
     def test_mon_host_from_connection_info(self):
         mon_host = rbd.RbdBackend.mon_host
         self.assertEqual('10.0.0.1:3300,[fd00::2]:3300', mon_host(

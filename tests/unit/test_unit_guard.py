@@ -164,7 +164,8 @@ def test_a_command_that_swallows_the_refusal_is_still_caught(
     conffile = tmp_path / 'ceph.conf'
     conffile.write_text('[global]\nmon host = 127.0.0.1\n')
     nova_conf = tmp_path / 'nova.conf'
-    nova_conf.write_text('[shared_cache]\nceph_conf = %s\n' % conffile)
+    nova_conf.write_text('[shared_cache]\nceph_conf = %s\nceph_user = nova\n'
+                         % conffile)
     monkeypatch.setattr(hostnet, 'local_addresses', lambda: frozenset())
     err = io.StringIO()
     rc = manage.main(['--config-file', str(nova_conf), 'status',
