@@ -44,6 +44,7 @@ class DiskRow:
     cache: Optional[str]          # the definition's cache mode
     shareable: bool               # the definition's <shareable/>
     readonly: bool = False        # <readonly/>: the domain never writes
+    snapshot: Optional[str] = None  # an RBD snapshot: never written
     live_xml_cache: Optional[str] = None
     qemu: Optional[dict] = None   # QEMU's cache state (running domains)
     shared_by: list = dataclasses.field(default_factory=list)
@@ -152,6 +153,7 @@ class Auditor:
                 persistent=persistent, target=target, image=defined.spec,
                 serial=defined.serial, cache=defined.cache,
                 shareable=defined.shareable, readonly=defined.readonly,
+                snapshot=defined.snapshot,
                 live_xml_cache=live_disk.cache if live_disk else None,
                 qemu=(qmp.live_cache(nodes, live_disk)
                       if nodes is not None and live_disk else None),
@@ -241,14 +243,14 @@ class Auditor:
             image = users.setdefault(spec, {})
             image[domain] = image.get(domain, False) or writes
         for row in rows:
-            add(row.image, row.domain, not row.readonly)
+            add((row.live or row.config).key, row.domain, not row.readonly)
         if names:
             # Sharing is a host-wide question even when only some domains
             # are asked about.
             for _, _, _, live, config in self._domains(None):
                 name = (live.findtext('name') or '')
                 for disk in domxml.rbd_disks(live) + domxml.rbd_disks(config):
-                    add(disk.spec, name, disk.writes)
+                    add(disk.key, name, disk.writes)
         for row in rows:
             judge(row, users)
         report.disks = rows
@@ -265,12 +267,13 @@ def judge(row, users):
     cache can break.
     """
     row.shared_by = []
-    if '@' in row.image:
+    if row.snapshot:
         return          # a snapshot: nobody writes it, no cache goes stale
     if row.shareable or (row.live is not None and row.live.shareable):
         row.shared_by.append('shareable')
-    others = {d: w for d, w in users.get(row.image, {}).items()
-              if d != row.domain}
+    disk = row.live or row.config
+    others = {d: w for d, w in users.get(disk.key if disk else row.image,
+                                         {}).items() if d != row.domain}
     if others and (any(others.values()) or not row.readonly):
         row.shared_by.append('local domains: %s' % ', '.join(
             '%s%s' % (d, '' if w else ' (read-only)')

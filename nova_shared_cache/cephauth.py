@@ -26,6 +26,7 @@ from nova_shared_cache import cephclient
 from nova_shared_cache import exception
 
 KEYRING = 'keyring'
+DEFAULT_CLUSTER = 'ceph'
 LIBVIRT_SECRET = 'libvirt-secret'
 NONE = 'none'
 
@@ -40,6 +41,7 @@ class Credentials:
     detail: str                 # for logs and reports: where, or why not
     key: Optional[str] = dataclasses.field(default=None, repr=False,
                                            compare=False)
+    cluster: str = DEFAULT_CLUSTER  # librados' $cluster
 
     @property
     def usable(self):
@@ -48,10 +50,36 @@ class Credentials:
     def report(self):
         """A secret-free dict for ``status``/``audit``."""
         return {'source': self.source, 'user': self.user,
-                'ceph_conf': self.conffile, 'detail': self.detail}
+                'cluster': self.cluster, 'ceph_conf': self.conffile,
+                'detail': self.detail}
 
 
-def keyring_paths(conffile, user):
+def cluster_conf(ceph_conf, cluster):
+    """The configuration file of Ceph cluster ``cluster``.
+
+    ``ceph_conf`` names the file of the default cluster (``ceph``); a
+    volume of another cluster (Cinder's ``rbd_cluster_name``, in its
+    connection_info as ``cluster_name``) is read with ``<cluster>.conf``
+    next to it, as the Ceph tools name it (``ceph --cluster``). A
+    ``$cluster`` in ``ceph_conf`` is replaced instead.
+    """
+    cluster = cluster or DEFAULT_CLUSTER
+    if not ceph_conf:
+        return ceph_conf
+    if '$cluster' in ceph_conf:
+        return ceph_conf.replace('$cluster', cluster)
+    if cluster == DEFAULT_CLUSTER:
+        return ceph_conf
+    return os.path.join(os.path.dirname(ceph_conf), '%s.conf' % cluster)
+
+
+def valid_cluster_name(cluster):
+    """Is it a name Ceph allows ($cluster goes into file names)?"""
+    return bool(cluster) and len(cluster) <= 64 and all(
+        c.isalnum() or c in '-_' for c in cluster) and cluster.isascii()
+
+
+def keyring_paths(conffile, user, cluster=DEFAULT_CLUSTER):
     """Readable key files librados would use for ``client.<user>``.
 
     Returns (paths, inline) where ``inline`` says ceph.conf holds the key
@@ -60,7 +88,8 @@ def keyring_paths(conffile, user):
     """
     rados_mod, _ = cephclient.bindings()
     try:
-        cluster = rados_mod.Rados(conffile=conffile, rados_id=user)
+        cluster = rados_mod.Rados(conffile=conffile, rados_id=user,
+                                  clustername=cluster)
     except rados_mod.Error as err:
         raise exception.CephError(
             what='read %s' % conffile,
@@ -131,8 +160,11 @@ def libvirt_secret_key(connection, secret_uuid):
 
 
 def resolve(conffile, user, secret_uuid=None, libvirt_connection=None,
-            mon_host=None, volume_monitors=False):
+            mon_host=None, volume_monitors=False, cluster=DEFAULT_CLUSTER):
     """The Credentials to use for ``client.<user>``.
+
+    ``conffile``: the configuration file of the volume's ``cluster``
+    (cluster_conf()); its keyring paths expand ``$cluster`` to it.
 
     ``mon_host``: the volume's monitors from connection_info; without a
     ceph.conf they are the only way to find the cluster.
@@ -148,24 +180,27 @@ def resolve(conffile, user, secret_uuid=None, libvirt_connection=None,
     why = []
     if have_conf:
         try:
-            paths, inline = keyring_paths(conffile, user)
+            paths, inline = keyring_paths(conffile, user, cluster)
         except exception.CephError as err:
-            return Credentials(NONE, user, conffile, str(err))
+            return Credentials(NONE, user, conffile, str(err),
+                               cluster=cluster)
         found = [p for p in paths if _keyring_has(p, user)]
         if inline or found:
             return Credentials(
                 KEYRING, user, conffile,
                 'client.%s, key from %s' % (
-                    user, found[0] if found else '%s (key =)' % conffile))
+                    user, found[0] if found else '%s (key =)' % conffile),
+                cluster=cluster)
         why.append('no keyring for client.%s readable by this process '
                    'through %s' % (user, conffile))
     else:
-        why.append('%s does not exist ([shared_cache] ceph_conf)'
-                   % (conffile or 'no ceph.conf'))
+        why.append('%s does not exist ([shared_cache] ceph_conf%s)' % (
+            conffile or 'no ceph.conf', '' if cluster == DEFAULT_CLUSTER
+            else ', for Ceph cluster %s' % cluster))
         try:
             cephclient.bindings()
         except exception.CephError as err:
-            return Credentials(NONE, user, None, str(err))
+            return Credentials(NONE, user, None, str(err), cluster=cluster)
     if secret_uuid:
         key, problem = libvirt_secret_key(libvirt_connection, secret_uuid)
         if key:
@@ -178,14 +213,14 @@ def resolve(conffile, user, secret_uuid=None, libvirt_connection=None,
                     'client.%s, key of libvirt secret %s%s' % (
                         user, secret_uuid, '' if have_conf else
                         " (monitors from each volume's connection_info)"),
-                    key=key)
+                    key=key, cluster=cluster)
         else:
             why.append(problem)
     else:
         why.append('the volume names no libvirt secret and [libvirt] '
                    'rbd_secret_uuid is not set')
     return Credentials(NONE, user, conffile if have_conf else None,
-                       '; '.join(why))
+                       '; '.join(why), cluster=cluster)
 
 
 def remedy(user, conffile, secret_uuid):

@@ -110,9 +110,12 @@ class CephClient:
     when Ceph is degraded.
     """
 
-    def __init__(self, conffile, user, timeout, mon_host=None, key=None):
+    def __init__(self, conffile, user, timeout, mon_host=None, key=None,
+                 cluster='ceph'):
         self.conffile = conffile
         self.user = user
+        #: librados' cluster name: ``$cluster`` in keyring paths.
+        self.cluster = cluster or 'ceph'
         self.timeout = timeout
         #: Monitors to use instead of ceph.conf's (the volume's cluster).
         self.mon_host = mon_host
@@ -123,8 +126,9 @@ class CephClient:
         self._lock = threading.Lock()
 
     def __repr__(self):
-        return '<CephClient client.%s %s mons=%s%s>' % (
-            self.user, self.conffile or '-', self.mon_host or 'ceph.conf',
+        return '<CephClient %s client.%s %s mons=%s%s>' % (
+            self.cluster, self.user, self.conffile or '-',
+            self.mon_host or 'ceph.conf',
             ' key=libvirt-secret' if self._key else '')
 
     def _connect(self):
@@ -145,7 +149,8 @@ class CephClient:
             # The constructor already reads the configuration file;
             # os.devnull: no file at all, everything is in the options.
             cluster = rados_mod.Rados(conffile=self.conffile or os.devnull,
-                                      rados_id=self.user, conf=options)
+                                      rados_id=self.user, conf=options,
+                                      clustername=self.cluster)
         except rados_mod.Error as err:
             raise exception.CephError(
                 what=what, reason='cannot read %s: %s' % (
@@ -301,9 +306,9 @@ class CephClient:
 
 
 class Registry:
-    """The process's clients, one per (ceph.conf, user, timeout, mons, key).
+    """The process's clients, one per connection identity.
 
-    A key read from a libvirt secret is part of the identity (a rotated
+    The identity is (cluster, ceph.conf, user, timeout, mons, key). A key read from a libvirt secret is part of the identity (a rotated
     secret gets a new client) but only as a digest.
     """
 
@@ -311,20 +316,23 @@ class Registry:
         self._clients = {}
         self._lock = threading.Lock()
 
-    def get(self, conffile, user, timeout, mon_host=None, key=None):
+    def get(self, conffile, user, timeout, mon_host=None, key=None,
+            cluster='ceph'):
         digest = hashlib.sha256(key.encode()).hexdigest() if key else None
-        identity = (conffile, user, timeout, mon_host, digest)
+        identity = (cluster, conffile, user, timeout, mon_host, digest)
         with self._lock:
             client = self._clients.get(identity)
             if client is None:
                 client = self._clients[identity] = CephClient(
-                    conffile, user, timeout, mon_host=mon_host, key=key)
+                    conffile, user, timeout, mon_host=mon_host, key=key,
+                    cluster=cluster)
             return client
 
     def for_credentials(self, credentials, timeout, mon_host=None):
         """The client for cephauth.Credentials that are usable."""
         return self.get(credentials.conffile, credentials.user, timeout,
-                        mon_host=mon_host, key=credentials.key)
+                        mon_host=mon_host, key=credentials.key,
+                        cluster=credentials.cluster)
 
     def close_all(self):
         with self._lock:

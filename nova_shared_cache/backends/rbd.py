@@ -94,13 +94,27 @@ class RbdBackend(base.SharedVolumeBackend):
         data = connection_info.get('data') or {}
         return data.get('secret_uuid') or self._libvirt_opt('rbd_secret_uuid')
 
+    @staticmethod
+    def cluster_name(connection_info):
+        """The volume's Ceph cluster (Cinder's ``rbd_cluster_name``)."""
+        data = connection_info.get('data') or {}
+        name = data.get('cluster_name') or cephauth.DEFAULT_CLUSTER
+        if not cephauth.valid_cluster_name(str(name)):
+            raise exception.CephError(
+                what='find the Ceph cluster of the volume',
+                reason="connection_info data 'cluster_name' is %r, not a "
+                       "Ceph cluster name (letters, digits, - and _)" % name)
+        return str(name)
+
     def credentials(self, connection_info):
-        """cephauth.Credentials for the volume's checks."""
+        """cephauth.Credentials for the volume's checks, in its cluster."""
+        cluster = self.cluster_name(connection_info)
         return cephauth.resolve(
-            self.settings.ceph_conf, self.ceph_user(connection_info),
+            cephauth.cluster_conf(self.settings.ceph_conf, cluster),
+            self.ceph_user(connection_info),
             secret_uuid=self.secret_uuid(connection_info),
             libvirt_connection=self._libvirt_connection,
-            mon_host=self.mon_host(connection_info))
+            mon_host=self.mon_host(connection_info), cluster=cluster)
 
     @staticmethod
     def mon_host(connection_info):
@@ -129,7 +143,8 @@ class RbdBackend(base.SharedVolumeBackend):
         if not credentials.usable:
             raise exception.GuardUnavailable(reason='%s (%s)' % (
                 credentials.detail, cephauth.remedy(
-                    credentials.user, self.settings.ceph_conf,
+                    credentials.user, cephauth.cluster_conf(
+                        self.settings.ceph_conf, credentials.cluster),
                     self.secret_uuid(connection_info))))
         return self._registry.for_credentials(
             credentials, self.settings.ceph_timeout,

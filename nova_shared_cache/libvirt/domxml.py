@@ -59,6 +59,9 @@ class RbdDisk:
     serial: Optional[str]
     index: Optional[str]        # <source index> (live XML: QEMU node names)
     config_file: Optional[str]
+    #: <source><snapshot name=...>: libvirt's way to name an RBD snapshot
+    #: (it passes a name's '@' on to QEMU as part of the image name).
+    snapshot_name: Optional[str] = None
 
     @property
     def caches(self):
@@ -80,7 +83,15 @@ class RbdDisk:
 
     @property
     def snapshot(self):
+        if self.snapshot_name:
+            return self.snapshot_name
         return self.spec.split('@', 1)[1] if '@' in self.spec else None
+
+    @property
+    def key(self):
+        """What two disks must share to share data: image and snapshot."""
+        snapshot = self.snapshot
+        return self.image_spec + ('@%s' % snapshot if snapshot else '')
 
     @property
     def writes(self):
@@ -123,6 +134,7 @@ def rbd_disks(doc):
         secret = auth.find('secret') if auth is not None else None
         target = disk.find('target')
         config = source.find('config')
+        snapshot = source.find('snapshot')
         disks.append(RbdDisk(
             element=disk,
             target=target.get('dev') if target is not None else None,
@@ -138,7 +150,9 @@ def rbd_disks(doc):
             readonly=disk.find('readonly') is not None,
             serial=disk.findtext('serial'),
             index=source.get('index'),
-            config_file=config.get('file') if config is not None else None))
+            config_file=config.get('file') if config is not None else None,
+            snapshot_name=(snapshot.get('name') if snapshot is not None
+                           else None)))
     return disks
 
 

@@ -58,7 +58,7 @@ def other_running_images(name, status_dir=STATUS_DIR):
         domain = doc.find('domain') if doc.tag == 'domstatus' else doc
         other = domain.findtext('name') if domain is not None else None
         for disk in domxml.rbd_disks(doc):
-            users = images.setdefault(disk.spec, {})
+            users = images.setdefault(disk.key, {})
             key = other or path
             users[key] = users.get(key, False) or disk.writes
     return images
@@ -82,7 +82,7 @@ def unsafe_disks(doc, name, status_dir=STATUS_DIR):
             continue
         if others is None:
             others = other_running_images(name, status_dir)
-        users = others.get(disk.spec, {})
+        users = others.get(disk.key, {})
         if domxml.sharing_hazard(disk, any(users.values()), bool(users)):
             found.append((disk, 'also used by running domain(s) %s' % (
                 ', '.join('%s%s' % (n, '' if w else ' (read-only)')

@@ -165,7 +165,8 @@ def install(monkeypatch, guard, libvirtmod_module=libvirtmod,
         monkeypatch.setattr(rados_module, 'Rados', guarded)
     if cephclient.rados is None or cephclient.rbd is None:
         class StandInRados:
-            def __init__(self, conffile=None, rados_id=None, conf=None):
+            def __init__(self, conffile=None, rados_id=None, conf=None,
+                         clustername=None):
                 self.rados_id = rados_id
 
             connect = refuse_connect

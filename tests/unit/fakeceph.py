@@ -67,6 +67,8 @@ class FakeCluster:
         self.blocklist = {}
         self.read_only_users = set()
         self.calls = []
+        #: (librados' cluster name, conffile) of each connect
+        self.clusters = []
         self.connects = 0
         self._ids = itertools.count(4100)
         self.rados = self._rados_module()
@@ -98,9 +100,11 @@ class FakeCluster:
                 self.closed = True
 
         class Rados:
-            def __init__(self, conffile=None, rados_id=None, conf=None):
+            def __init__(self, conffile=None, rados_id=None, conf=None,
+                         clustername=None):
                 self.conffile = conffile
                 self.user = rados_id
+                self.clustername = clustername or 'ceph'
                 self.conf = dict(conf or {})
                 self.instance_id = None
 
@@ -116,11 +120,12 @@ class FakeCluster:
                                         '/etc/ceph/keyring,'
                                         '/etc/ceph/keyring.bin,'}.get(
                                             option, '')
-                return value.replace('$cluster', 'ceph').replace('$name',
-                                                                 name)
+                return value.replace('$cluster', self.clustername).replace(
+                    '$name', name)
 
             def connect(self, timeout=0):
                 cluster.calls.append(('connect', self.user, self.conf))
+                cluster.clusters.append((self.clustername, self.conffile))
                 if cluster.down:
                     raise errors['TimedOut']('error connecting to the '
                                              'cluster')

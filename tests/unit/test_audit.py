@@ -36,20 +36,22 @@ DOMAIN = """<domain type='kvm'><name>{name}</name><uuid>{uuid}</uuid>
   <driver name='qemu' type='raw'{cache}/>
   {auth}
   <source protocol='rbd' name='{spec}'{index}>
-    <host name='127.0.0.1' port='3300'/></source>
+    <host name='127.0.0.1' port='3300'/>{snapshot}</source>
   <target dev='vdb' bus='virtio'/>{shareable}{readonly}
 </disk></devices></domain>"""
 AUTH = "<auth username='%s'><secret type='ceph' uuid='s'/></auth>"
 
 
 def xml(name, spec=SPEC, cache='writeback', shareable=False, index=None,
-        readonly=False, user='cinder'):
+        readonly=False, user='cinder', snapshot=None):
     return DOMAIN.format(name=name, uuid='uuid-' + name, spec=spec,
                          cache=" cache='%s'" % cache if cache else '',
                          index=" index='%s'" % index if index else '',
                          shareable='<shareable/>' if shareable else '',
                          readonly='<readonly/>' if readonly else '',
-                         auth=AUTH % user if user else '')
+                         auth=AUTH % user if user else '',
+                         snapshot="<snapshot name='%s'/>" % snapshot
+                         if snapshot else '')
 
 
 class FakeDomain:
@@ -200,16 +202,15 @@ class AuditTest(base.TestCase):
         self.assertEqual(expected, self.findings(report, 'a'))
 
     def test_read_only_sharing_is_not_a_hazard(self):
-        snap = SPEC + '@base'
         self.domains = [
             FakeDomain('r1', xml('r1', readonly=True, index='2'),
                        xml('r1', readonly=True)),
             FakeDomain('r2', xml('r2', readonly=True, index='2'),
                        xml('r2', readonly=True)),
-            FakeDomain('s1', xml('s1', spec=snap, index='2'),
-                       xml('s1', spec=snap)),
-            FakeDomain('s2', xml('s2', spec=snap, index='2'),
-                       xml('s2', spec=snap))]
+            FakeDomain('s1', xml('s1', snapshot='base', index='2'),
+                       xml('s1', snapshot='base')),
+            FakeDomain('s2', xml('s2', snapshot='base', index='2'),
+                       xml('s2', snapshot='base'))]
         rc, report = self.audit()
         self.assertEqual((0, 0), (rc, report['findings']), report)
         self.assertEqual([[]] * 4, [d['shared_by'] for d in report['disks']])

@@ -12,7 +12,8 @@ from nova_shared_cache.libvirt import hook
 DISK = """<disk type='network' device='disk'>
   <driver name='qemu' type='raw'{cache}/>
   <source protocol='rbd' name='{spec}'><host name='10.0.0.1' port='3300'/>
-  </source><target dev='{dev}' bus='virtio'/>{shareable}</disk>"""
+  {snapshot}</source><target dev='{dev}' bus='virtio'/>{shareable}{ro}</disk>
+"""
 
 
 def domain(name, *disks):
@@ -20,10 +21,14 @@ def domain(name, *disks):
             '</domain>' % (name, ''.join(disks))).encode()
 
 
-def disk(spec='volumes/v1', cache='writeback', shareable=True, dev='vdb'):
+def disk(spec='volumes/v1', cache='writeback', shareable=True, dev='vdb',
+         readonly=False, snapshot=None):
     return DISK.format(spec=spec, dev=dev,
                        cache=" cache='%s'" % cache if cache else '',
-                       shareable='<shareable/>' if shareable else '')
+                       shareable='<shareable/>' if shareable else '',
+                       ro='<readonly/>' if readonly else '',
+                       snapshot="<snapshot name='%s'/>" % snapshot
+                       if snapshot else '')
 
 
 def settings(mode, cache_mode='none'):
@@ -83,6 +88,32 @@ class DecideTest(unittest.TestCase):
         out = self.decide(['d1', 'prepare', 'begin', '-'],
                           domain('d1', disk(shareable=False)))
         self.assertEqual(0, out.code)
+
+    def test_read_only_sharing_is_allowed(self):
+        start = ['d1', 'prepare', 'begin', '-']
+        self.running('d0', disk(shareable=False, readonly=True),
+                     disk('volumes/v2', shareable=False, snapshot='s',
+                          dev='vdc'))
+        for xml in (domain('d1', disk(shareable=False, readonly=True)),
+                    domain('d1', disk('volumes/v2', shareable=False,
+                                      snapshot='s')),
+                    # a snapshot <shareable/> or not, never written
+                    domain('d1', disk('volumes/v2', snapshot='s')),
+                    # another snapshot of v2, or v2 itself, is not s
+                    domain('d1', disk('volumes/v2', shareable=False,
+                                      snapshot='t'))):
+            out = self.decide(start, xml)
+            self.assertEqual((0, None), (out.code, out.message), xml)
+        # A writer next to a reader: both read what the other cached.
+        out = self.decide(start, domain('d1', disk(shareable=False)))
+        self.assertEqual(hook.DENY, out.code)
+        self.assertIn('also used by running domain(s) d0 (read-only)',
+                      out.message)
+        self.running('d2', disk(shareable=False))
+        out = self.decide(start, domain('d1', disk(shareable=False,
+                                                   readonly=True)))
+        self.assertEqual(hook.DENY, out.code)
+        self.assertIn('d0 (read-only), d2', out.message)
 
     def test_warn(self):
         out = self.decide(['d1', 'prepare', 'begin', '-'],

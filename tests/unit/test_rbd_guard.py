@@ -4,6 +4,8 @@ The same behaviours are tested against a real cluster in
 tests/integration/test_rbd_guard.py.
 """
 
+import os
+import shutil
 from unittest import mock
 
 from nova_shared_cache.backends import rbd
@@ -256,6 +258,46 @@ class GuardTest(base.TestCase):
             err = self.assertRefused(self.connect)
         self.assertIn('still set after clearing them', str(err))
         self.assertIn('mirroring is enabled', str(err))
+
+    def test_a_volume_of_another_cluster_is_read_with_its_files(self):
+        # Cinder's rbd_cluster_name = backup: /etc/ceph/backup.conf and
+        # backup.client.cinder.keyring, as the Ceph tools name them.
+        backup_conf = os.path.join(self.ceph_dir, 'backup.conf')
+        with open(backup_conf, 'w') as f:
+            f.write('[global]\nmon host = 10.0.0.9\n'
+                    'keyring = %s/$cluster.$name.keyring\n' % self.ceph_dir)
+        shutil.copy(fakeceph.write_keyring(self.ceph_dir, 'cinder'),
+                    os.path.join(self.ceph_dir, 'backup.client.cinder.keyring'))
+        info = base.connection_info(data={'cluster_name': 'backup'})
+        backend = self.backend()
+        credentials = backend.credentials(info)
+        self.assertEqual(('keyring', 'backup', backup_conf),
+                         (credentials.source, credentials.cluster,
+                          credentials.conffile))
+        self.assertIn('backup.client.cinder.keyring', credentials.detail)
+        self.connect(info=info)
+        self.assertEqual([('backup', backup_conf)], self.ceph.clusters)
+        # The default cluster's volume gets its own connection.
+        self.connect()
+        self.assertEqual(('ceph', backend.settings.ceph_conf),
+                         self.ceph.clusters[-1])
+        self.assertEqual(2, self.ceph.connects)
+
+    def test_a_cluster_without_its_files_is_named(self):
+        info = base.connection_info(data={'cluster_name': 'backup',
+                                          'secret_uuid': None})
+        self.flags(rbd_secret_uuid=None, group='libvirt')
+        err = self.assertRefused(self.connect, info=info)
+        self.assertIn('%s/backup.conf does not exist ([shared_cache] '
+                      'ceph_conf, for Ceph cluster backup)' % self.ceph_dir,
+                      str(err))
+        for bad in ('../etc', 'a b', ''):
+            info = base.connection_info(data={'cluster_name': bad or None})
+            if bad:
+                err = self.assertRefused(self.connect, info=info)
+                self.assertIn("'cluster_name' is %r" % bad, str(err))
+            else:
+                self.connect(info=info)     # none: the default cluster
 
     def test_ceph_user_chosen_like_nova(self):
         backend = self.backend()
