@@ -308,8 +308,9 @@ class CephClient:
 class Registry:
     """The process's clients, one per connection identity.
 
-    The identity is (cluster, ceph.conf, user, timeout, mons, key). A key read from a libvirt secret is part of the identity (a rotated
-    secret gets a new client) but only as a digest.
+    The identity is (cluster, ceph.conf, user, timeout, mons, key). A key
+    read from a libvirt secret is part of it (a rotated secret gets a new
+    client), but only as a digest.
     """
 
     def __init__(self):
