@@ -266,8 +266,8 @@ class GuardTest(base.TestCase):
         with open(backup_conf, 'w') as f:
             f.write('[global]\nmon host = 10.0.0.9\n'
                     'keyring = %s/$cluster.$name.keyring\n' % self.ceph_dir)
-        shutil.copy(fakeceph.write_keyring(self.ceph_dir, 'cinder'),
-                    os.path.join(self.ceph_dir, 'backup.client.cinder.keyring'))
+        keyring = os.path.join(self.ceph_dir, 'backup.client.cinder.keyring')
+        shutil.copy(fakeceph.write_keyring(self.ceph_dir, 'cinder'), keyring)
         info = base.connection_info(data={'cluster_name': 'backup'})
         backend = self.backend()
         credentials = backend.credentials(info)
