@@ -281,6 +281,59 @@ def test_images_in_an_rbd_namespace(cluster, holder, logs, nova_conf):
                                    'from': '[libvirt] rbd_user'}
 
 
+# -- several Ceph clusters ---------------------------------------------------
+
+@pytest.fixture(scope='module')
+def second_cluster(stack):
+    """Another embedded cluster on its own port: cluster 'backup'.
+
+    The compute knows it as Ceph's tools would: backup.conf and
+    backup.client.cinder.keyring next to the first cluster's ceph.conf.
+    """
+    other = embedded_ceph.Cluster(root=os.path.join(stack.root, 'second'),
+                                  port=stack.ceph.port + 10)
+    other.up(store_bytes=512 << 20)
+    directory = os.path.dirname(stack.ceph.client_conf)
+    keyring = os.path.join(directory, 'backup.client.%s.keyring'
+                           % embedded_ceph.CLIENT)
+    other.ceph('auth', 'get', 'client.%s' % embedded_ceph.CLIENT,
+               '-o', keyring)
+    os.chmod(keyring, 0o600)
+    conf = os.path.join(directory, 'backup.conf')
+    with open(conf, 'w') as f:
+        f.write('[global]\nmon host = v2:127.0.0.1:%d\n'
+                'keyring = %s/$cluster.$name.keyring\n'
+                % (other.port, directory))
+    yield other
+    for path in (conf, keyring):
+        os.unlink(path)
+    other.down()
+
+
+def test_volumes_of_two_clusters_each_checked_in_their_own(
+        cluster, second_cluster, logs):
+    single = ['layering', 'exclusive-lock', 'object-map', 'fast-diff']
+    backend = make_backend(cluster)
+    specs = {}
+    for name, where in (('backup', second_cluster), ('ceph', cluster)):
+        volume_id = str(uuid.uuid4())
+        spec = '%s/volume-%s' % (POOL, volume_id)
+        where.rbd('create', '--size', '64', '--image-feature',
+                  ','.join(single), spec)
+        info = where.connection_info(volume_id, 'unused-secret-uuid')
+        info['data']['cluster_name'] = name
+        specs[name] = (where, spec)
+        # One backend, one ceph_conf (the first cluster's): the volume's
+        # cluster_name picks backup.conf and backup.client.cinder.keyring.
+        connect(backend, info)
+    for name, (where, spec) in specs.items():
+        assert features(where, spec) & SINGLE_CLIENT == set(), name
+    # Each cluster has its own image of that name: nothing crossed over.
+    assert second_cluster.rbd('info', specs['ceph'][1],
+                              check=False).returncode != 0
+    assert 'not checked' not in logs.output
+
+
 # -- Ceph unreachable ---------------------------------------------------------
 
 def _signal_daemons(cluster, sig, kinds=('mon', 'osd')):
