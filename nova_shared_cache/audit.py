@@ -45,6 +45,9 @@ class DiskRow:
     shareable: bool               # the definition's <shareable/>
     readonly: bool = False        # <readonly/>: the domain never writes
     snapshot: Optional[str] = None  # an RBD snapshot: never written
+    #: The cache mode ``fix --live`` recorded for it in the domain's
+    #: metadata: it is shared, whatever the live XML still says.
+    recorded: Optional[str] = None
     live_xml_cache: Optional[str] = None
     qemu: Optional[dict] = None   # QEMU's cache state (running domains)
     shared_by: list = dataclasses.field(default_factory=list)
@@ -144,6 +147,8 @@ class Auditor:
             nodes = self._qemu_nodes(domain, errors)
         rows = []
         name = domain.name()
+        recorded = dict(domxml.recorded_disks(config))
+        recorded.update(domxml.recorded_disks(live))
         for target in list(config_disks) + [
                 t for t in live_disks if t not in config_disks]:
             defined = config_disks.get(target) or live_disks[target]
@@ -154,6 +159,7 @@ class Auditor:
                 serial=defined.serial, cache=defined.cache,
                 shareable=defined.shareable, readonly=defined.readonly,
                 snapshot=defined.snapshot,
+                recorded=recorded.get((live_disk or defined).key),
                 live_xml_cache=live_disk.cache if live_disk else None,
                 qemu=(qmp.live_cache(nodes, live_disk)
                       if nodes is not None and live_disk else None),
@@ -271,6 +277,9 @@ def judge(row, users):
         return          # a snapshot: nobody writes it, no cache goes stale
     if row.shareable or (row.live is not None and row.live.shareable):
         row.shared_by.append('shareable')
+    if row.recorded:
+        row.shared_by.append("switched to cache='%s' by fix --live"
+                             % row.recorded)
     disk = row.live or row.config
     others = {d: w for d, w in users.get(disk.key if disk else row.image,
                                          {}).items() if d != row.domain}
@@ -367,6 +376,43 @@ def fix_live(row, cache_mode, **switch_args):
         done['config'] = fix_config(row, cache_mode)
     else:
         done['config'] = {'state': 'skipped', 'detail': 'transient domain'}
+    if result.ok:
+        done['recorded'] = record_live_fix(row, cache_mode)
+    return done
+
+
+def record_live_fix(row, cache_mode):
+    """Record the switched disk in the domain's metadata (live and config).
+
+    libvirt's live XML keeps the old cache mode after the switch; the
+    record travels with the domain, so the hook corrects a restore,
+    managed save or incoming migration of it and the audit keeps judging
+    it shared. A failure here is reported; the switch stands.
+    """
+    import libvirt
+    live_flag = libvirt.VIR_DOMAIN_AFFECT_LIVE
+    done = {}
+    for name, flag in (('live', live_flag),
+                       ('config', libvirt.VIR_DOMAIN_AFFECT_CONFIG)):
+        if name == 'config' and not row.persistent:
+            continue
+        try:
+            try:
+                current = row.handle.metadata(
+                    libvirt.VIR_DOMAIN_METADATA_ELEMENT, domxml.METADATA_NS,
+                    flag)
+            except libvirt.libvirtError as err:
+                if err.get_error_code() != getattr(
+                        libvirt, 'VIR_ERR_NO_DOMAIN_METADATA', 80):
+                    raise
+                current = None
+            row.handle.setMetadata(
+                libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+                domxml.record_disk(current, row.live, cache_mode),
+                domxml.METADATA_PREFIX, domxml.METADATA_NS, flag)
+            done[name] = 'recorded'
+        except libvirt.libvirtError as err:
+            done[name] = 'failed: %s' % err.get_error_message()
     return done
 
 

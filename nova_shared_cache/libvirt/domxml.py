@@ -23,6 +23,14 @@ QEMU_CACHE = {
     'directsync': (True, False, False),
 }
 
+#: Namespace of this project's libvirt domain metadata. ``fix --live``
+#: records there which disks it switched: libvirt's live XML still shows
+#: their old cache mode (it cannot be told), and the record travels with
+#: the domain (live migration, save images, managed save) for the hook.
+METADATA_NS = 'urn:x-nova-shared-cache:shared-disks:1'
+METADATA_PREFIX = 'nsc'
+METADATA_ROOT = 'shared-disks'
+
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True,
                           remove_blank_text=False, huge_tree=False)
 
@@ -171,6 +179,56 @@ def sharing_hazard(disk, others_write, others_read=False):
     if others_write or (others_read and disk.writes):
         return 'used by other domains'
     return None
+
+
+def recorded_disks(doc):
+    """{image key: cache mode} that ``fix --live`` recorded in ``doc``.
+
+    ``doc``: a domain, libvirt status or the metadata element itself (as
+    ``virDomainGetMetadata`` returns it). Anything unreadable: nothing.
+    """
+    if doc is None:
+        return {}
+    if etree.QName(doc).localname == METADATA_ROOT:
+        roots = [doc]
+    else:
+        domain = doc if doc.tag == 'domain' else doc.find('domain')
+        if domain is None:
+            return {}
+        roots = domain.findall('./metadata/{%s}%s' % (METADATA_NS,
+                                                      METADATA_ROOT))
+    found = {}
+    for root in roots:
+        for disk in root:
+            if (isinstance(disk.tag, str)
+                    and etree.QName(disk).localname == 'disk'
+                    and disk.get('image')):
+                found[disk.get('image')] = disk.get('cache')
+    return found
+
+
+def record_disk(current, disk, cache_mode):
+    """The metadata text with ``disk`` recorded as switched to cache_mode.
+
+    ``current``: what libvirt holds now (text, or None). Other disks'
+    entries are kept; the root has no namespace, libvirt adds it.
+    """
+    entries = recorded_disks(parse(current)) if current else {}
+    targets = {}
+    if current:
+        for element in parse(current):
+            if isinstance(element.tag, str) and element.get('image'):
+                targets[element.get('image')] = element.get('target')
+    entries[disk.key] = cache_mode
+    targets[disk.key] = disk.target
+    root = etree.Element(METADATA_ROOT)
+    for image in sorted(entries):
+        element = etree.SubElement(root, 'disk', image=image)
+        if targets.get(image):
+            element.set('target', targets[image])
+        if entries[image]:
+            element.set('cache', entries[image])
+    return etree.tostring(root, encoding='unicode')
 
 
 def fix_disk(element, cache_mode):

@@ -14,8 +14,9 @@ limit and refuses only on exit status DENY: whatever this code cannot judge
 exits 0 with a note, and any other failure is allowed by the wrapper.
 
 Safety rules:
-- only a shared RBD disk (``<shareable/>``, or an image another running
-  domain uses, when one of them writes it) in a caching mode is acted on;
+- only a shared RBD disk (``<shareable/>``, one that ``fix --live``
+  recorded in the domain's metadata, or an image another running domain
+  uses, when one of them writes it) in a caching mode is acted on;
   read-only sharing, every other domain, and any XML the hook cannot read,
   are allowed untouched;
 - nothing heavier than lxml is imported unless such a disk is found, so the
@@ -75,10 +76,16 @@ def unsafe_disks(doc, name, status_dir=STATUS_DIR):
     if not caching:
         return []
     others = None
+    recorded = domxml.recorded_disks(doc)
     found = []
     for disk in caching:
         if disk.shareable:
             found.append((disk, '<shareable/>'))
+            continue
+        if disk.key in recorded:
+            mode = recorded[disk.key] or 'none'
+            found.append((disk, "switched to cache='%s' by nova-shared-cache "
+                                "fix --live" % mode))
             continue
         if others is None:
             others = other_running_images(name, status_dir)
@@ -135,8 +142,8 @@ def decide(argv, xml, load_settings, status_dir=STATUS_DIR):
                                % (name, problem))
     if settings.hook_mode == 'fix' and operation in REWRITES:
         changes = []
-        for disk, _ in found:
-            changes += ['%s: %s' % (disk.target, c)
+        for disk, why in found:
+            changes += ['%s (%s): %s' % (disk.target, why, c)
                         for c in domxml.fix_disk(disk.element,
                                                  settings.cache_mode)]
         return Outcome(stdout=etree.tostring(doc),

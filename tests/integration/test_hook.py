@@ -192,11 +192,12 @@ def test_read_only_sharing_starts_and_a_writer_is_refused(hook_env):
                                                readonly=True),
         'instance-hook-ro2': hook_env.rbd_disk(spec, shareable=False,
                                                readonly=True),
-        # a snapshot never changes, whoever opens it and how
+        # A snapshot never changes (QEMU opens one only read-only, libvirt
+        # needs <readonly/>), even with <shareable/> and a cache.
         'instance-hook-snap1': hook_env.rbd_disk(spec, snapshot='base',
-                                                 shareable=False),
+                                                 readonly=True),
         'instance-hook-snap2': hook_env.rbd_disk(spec, snapshot='base',
-                                                 shareable=False),
+                                                 readonly=True),
     }
     try:
         for name, disk in readers.items():

@@ -65,6 +65,7 @@ class FakeDomain:
         self.persistent = persistent
         self.direct = direct
         self.updates = []
+        self.metadata_calls = []
 
     def name(self):
         return self._name
@@ -80,6 +81,45 @@ class FakeDomain:
 
     def XMLDesc(self, flags=0):
         if flags & fakelibvirt.VIR_DOMAIN_XML_INACTIVE or not self.running:
+            return self.config
+        return self.live
+
+    def metadata(self, kind, uri, flags):
+        assert (kind, uri) == (fakelibvirt.VIR_DOMAIN_METADATA_ELEMENT,
+                               domxml.METADATA_NS)
+        doc = etree.fromstring(self._pick(flags))
+        found = doc.find('./metadata/{%s}%s' % (uri, domxml.METADATA_ROOT))
+        if found is None:
+            raise fakelibvirt.make_libvirtError(
+                fakelibvirt.libvirtError, 'metadata not found',
+                error_code=80)
+        # libvirt hands the element back without its namespace
+        found.tag = etree.QName(found).localname
+        etree.cleanup_namespaces(found)
+        return etree.tostring(found, encoding='unicode')
+
+    def setMetadata(self, kind, text, prefix, uri, flags):
+        self.metadata_calls.append((text, prefix, uri, flags))
+        for which in ('live', 'config'):
+            flag = getattr(fakelibvirt, 'VIR_DOMAIN_AFFECT_%s'
+                           % which.upper())
+            if not flags & flag:
+                continue
+            doc = etree.fromstring(getattr(self, which))
+            metadata = doc.find('metadata')
+            if metadata is None:
+                metadata = etree.SubElement(doc, 'metadata')
+            for old in metadata.findall('{%s}*' % uri):
+                metadata.remove(old)
+            new = etree.fromstring(text)
+            element = etree.SubElement(
+                metadata, '{%s}%s' % (uri, new.tag), nsmap={prefix: uri})
+            for child in new:
+                element.append(child)
+            setattr(self, which, etree.tostring(doc, encoding='unicode'))
+
+    def _pick(self, flags):
+        if flags & fakelibvirt.VIR_DOMAIN_AFFECT_CONFIG:
             return self.config
         return self.live
 
@@ -229,6 +269,40 @@ class AuditTest(base.TestCase):
         shared_by = {d['domain']: d['shared_by'] for d in report['disks']}
         self.assertEqual({'r1': ['local domains: w'],
                           'w': ['local domains: r1 (read-only)']}, shared_by)
+
+    def test_a_live_fix_is_recorded_and_keeps_the_disk_shared(self):
+        # A plain caching disk that fix --live switched: QEMU is direct
+        # now, libvirt's live XML still says writeback.
+        dom = FakeDomain('a', direct=True)
+        self.domains = [dom]
+        rc, report = self.audit()
+        self.assertEqual((0, []), (rc, report['disks'][0]['shared_by']))
+        (row,) = audit.Auditor(FakeConnection([dom]), manage.sc_conf.load(
+            manage.make_conf(['--config-file', self.nova_conf, 'audit'])),
+            ceph=False).scan().disks
+        self.assertEqual({'live': 'recorded', 'config': 'recorded'},
+                         audit.record_live_fix(row, 'none'))
+        # Recording twice keeps one entry per image.
+        audit.record_live_fix(row, 'none')
+        self.assertEqual({SPEC: 'none'}, domxml.recorded_disks(
+            domxml.parse(dom.live)))
+        self.assertEqual({SPEC: 'none'}, domxml.recorded_disks(
+            domxml.parse(dom.config)))
+        dom.config = xml('a', cache='none', shareable=True)  # fix --config
+        dom.config = dom.config.replace('</devices>', '</devices>' + (
+            etree.tostring(etree.fromstring(dom.live).find('metadata'),
+                           encoding='unicode')))
+        rc, report = self.audit()
+        (disk,) = report['disks']
+        self.assertEqual(['shareable', "switched to cache='none' by fix "
+                                       "--live"], disk['shared_by'])
+        self.assertEqual((0, 'none'), (rc, disk['recorded']))
+        # Restored without the hook: QEMU caches again, and the audit says
+        # so (without the record the disk would look unshared and fine).
+        dom.direct = False
+        rc, report = self.audit()
+        self.assertEqual(1, rc)
+        self.assertIn(('caching', 'qemu'), self.findings(report, 'a'))
 
     def test_images_are_read_as_the_named_user_never_admin(self):
         self.domains = [FakeDomain('a', xml('a', user=None, index='2'),

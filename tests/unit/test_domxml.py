@@ -79,6 +79,32 @@ class RbdDisksTest(unittest.TestCase):
         self.assertNotIn('SECRET-CONTENT', etree.tostring(doc).decode())
 
 
+class RecordTest(unittest.TestCase):
+
+    def test_record_merges_and_reads_back(self):
+        disks = domxml.rbd_disks(domxml.parse(XML))
+        text = domxml.record_disk(None, disks[0], 'none')
+        text = domxml.record_disk(text, disks[1], 'directsync')
+        text = domxml.record_disk(text, disks[0], 'none')   # no duplicate
+        root = domxml.parse(text)
+        self.assertEqual(domxml.METADATA_ROOT, root.tag)
+        self.assertEqual(2, len(root))
+        self.assertEqual({disks[0].key: 'none', disks[1].key: 'directsync'},
+                         domxml.recorded_disks(root))
+        self.assertEqual('volumes/ns/volume-1@snap', disks[0].key)
+
+    def test_read_from_a_domain_and_ignores_others(self):
+        doc = domxml.parse(
+            "<domain><metadata><x:shared-disks xmlns:x='urn:other'>"
+            "<disk image='p/a'/></x:shared-disks>"
+            "<nsc:shared-disks xmlns:nsc='%s'><disk image='p/b' cache='none'/>"
+            "<!-- c --></nsc:shared-disks></metadata></domain>"
+            % domxml.METADATA_NS)
+        self.assertEqual({'p/b': 'none'}, domxml.recorded_disks(doc))
+        self.assertEqual({}, domxml.recorded_disks(domxml.parse(
+            '<domain/>')))
+
+
 class FixDiskTest(unittest.TestCase):
 
     def test_changes_only_cache_and_shareable(self):

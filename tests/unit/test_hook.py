@@ -115,6 +115,29 @@ class DecideTest(unittest.TestCase):
         self.assertEqual(hook.DENY, out.code)
         self.assertIn('d0 (read-only), d2', out.message)
 
+    def test_a_disk_recorded_by_fix_live_stays_fixed(self):
+        # fix --live switched this plain caching disk; libvirt's XML (the
+        # live XML a migration or save image carries) still says writeback.
+        recorded = (
+            "<metadata><nsc:shared-disks xmlns:nsc='%s'>"
+            "<disk image='volumes/v1' target='vdb' cache='none'/>"
+            "</nsc:shared-disks></metadata>" % domxml.METADATA_NS)
+        xml = domain('d1', disk(shareable=False)).replace(
+            b'</devices>', b'</devices>' + recorded.encode())
+        for op in ('migrate', 'restore'):
+            out = self.decide(['d1', op, 'begin', '-'], xml, mode='fix')
+            self.assertEqual(0, out.code, out.message)
+            (fixed,) = domxml.rbd_disks(domxml.parse(out.stdout))
+            self.assertEqual(('none', True), (fixed.cache, fixed.shareable))
+            self.assertIn("switched to cache='none' by nova-shared-cache "
+                          "fix --live", out.message)
+        out = self.decide(['d1', 'prepare', 'begin', '-'], xml)
+        self.assertEqual(hook.DENY, out.code)
+        # Without the record the same disk is a private one.
+        out = self.decide(['d1', 'restore', 'begin', '-'],
+                          domain('d1', disk(shareable=False)), mode='fix')
+        self.assertEqual((0, b''), (out.code, out.stdout))
+
     def test_warn(self):
         out = self.decide(['d1', 'prepare', 'begin', '-'],
                           domain('d1', disk()), mode='warn')

@@ -690,16 +690,22 @@ class ReportTest(unittest.TestCase):
         with mock.patch.object(livefix, 'switch',
                                return_value=self.result()), \
                 mock.patch.object(audit, 'fix_config',
-                                  return_value={'state': 'fixed'}) as fix:
+                                  return_value={'state': 'fixed'}) as fix, \
+                mock.patch.object(audit, 'record_live_fix',
+                                  return_value={'live': 'recorded'}) as rec:
             done = audit.fix_live(self.row(), 'none')
         self.assertEqual('fixed', done['config']['state'])
+        self.assertEqual({'live': 'recorded'}, done['recorded'])
         fix.assert_called_once()
+        rec.assert_called_once()
         partial = self.result(state='partial', leftover=['x'],
                               interrupted='SIGTERM')
         with mock.patch.object(livefix, 'switch', return_value=partial), \
-                mock.patch.object(audit, 'fix_config') as fix:
+                mock.patch.object(audit, 'fix_config') as fix, \
+                mock.patch.object(audit, 'record_live_fix') as rec:
             done = audit.fix_live(self.row(), 'none')
         fix.assert_not_called()
+        rec.assert_not_called()
         self.assertEqual({'state': 'skipped',
                           'detail': 'interrupted by SIGTERM'},
                          done['config'])
