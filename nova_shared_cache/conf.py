@@ -123,8 +123,10 @@ other client can be the instance's own previous QEMU process.
         ],
         help="""
 What the libvirt qemu hook (``nova-shared-cache install-hook``) does with a
-domain that has a shared RBD disk (``<shareable/>``, or an image another
-running local domain uses) in a caching mode. libvirt lets a hook rewrite the
+domain that has a shared RBD disk (``<shareable/>``, a disk ``fix --live``
+recorded in the domain's metadata, or an image another running local domain
+uses when one of them writes it) in a caching mode. Read-only sharing
+(``<readonly/>`` disks, RBD snapshots) is not shared. libvirt lets a hook rewrite the
 XML of an incoming migration and of a restore, not of a start: under ``fix``
 a start is refused like under ``deny``, with the command that repairs the
 definition. A domain without such a disk, or whose XML the hook cannot read,
@@ -144,6 +146,13 @@ none, and the checks cannot run (nova-compute says so at start). The file
 may be missing when the volume's connection_info names its monitors and the
 libvirt secret is readable: QEMU itself needs neither. Never falls back to
 ``client.admin``.
+
+This file is the default cluster's (``ceph``). A volume of another Ceph
+cluster (Cinder's ``rbd_cluster_name``, ``cluster_name`` in the volume's
+connection_info) is read with ``<cluster>.conf`` in the same directory, or
+with this path's ``$cluster`` replaced when it has one; librados expands
+``$cluster`` in keyring paths (``/etc/ceph/<cluster>.client.<user>.keyring``)
+as the Ceph tools do.
 """),
     cfg.StrOpt(
         'ceph_user',

@@ -6,6 +6,7 @@ domain would have.
 """
 
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -274,6 +275,68 @@ def test_fix_refuses_a_start_and_corrects_a_restore(hook_env):
     assert disk.shareable
     assert qmp.live_cache(qmp.Monitor(dom).block_nodes(),
                           disk)['direct'] is True
+    dom.destroy()
+
+
+def _qemu_direct(dom):
+    disk = domxml.rbd_disks(domxml.parse(dom.XMLDesc(0)))[0]
+    return qmp.live_cache(qmp.Monitor(dom).block_nodes(), disk)['direct']
+
+
+def test_a_live_fixed_disk_stays_fixed(hook_env):
+    """A plain caching disk switched by fix --live stays switched.
+
+    Through save/restore, managed save and an incoming migration's XML:
+    the hook reads the record in the domain's metadata.
+    """
+    import libvirt
+    hook_env.set_mode('warn')       # let the accidental sharing start
+    spec = hook_env.volume()
+    plain = hook_env.rbd_disk(spec, shareable=False)
+    dom = hook_env.define('instance-hook-livefixed', [plain])
+    other = hook_env.define('instance-hook-livefixed-peer', [plain])
+    assert _start_error(dom) is None and _start_error(other) is None
+    code, out, err = hook_env.manage(
+        'fix', '--live', '--no-ceph', '--json', '--domain', dom.name())
+    assert code == 0, (out, err)
+    (result,) = [r for r in json.loads(out)['results']
+                 if r['domain'] == dom.name()]
+    assert result['state'] == 'switched', result
+    assert result['recorded'] == {'live': 'recorded', 'config': 'recorded'}
+    other.destroy()                 # the sharing that made it shared ends
+    # libvirt still shows the old mode; QEMU runs direct.
+    live = domxml.rbd_disks(domxml.parse(dom.XMLDesc(0)))[0]
+    assert (live.cache, live.shareable) == ('writeback', False)
+    assert _qemu_direct(dom) is True
+    migratable = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE).encode()
+    hook_env.set_mode('fix')
+
+    saved = os.path.join(hook_env.work, 'livefixed.save')
+    dom.save(saved)
+    try:
+        hook_env.connection.restore(saved)
+    finally:
+        os.unlink(saved)
+    dom = hook_env.connection.lookupByName(dom.name())
+    assert _qemu_direct(dom) is True, 'restored with the cache on'
+
+    dom.managedSave()
+    assert dom.hasManagedSaveImage()
+    assert _start_error(dom) is None
+    assert _qemu_direct(dom) is True, 'managed save resumed with the cache on'
+
+    proc = _run_hook([dom.name(), 'migrate', 'begin', '-'], migratable)
+    assert proc.returncode == 0, proc.stderr
+    (moved,) = domxml.rbd_disks(domxml.parse(proc.stdout))
+    assert (moved.cache, moved.shareable) == ('none', True)
+    assert b'fix --live' in proc.stderr
+
+    code, out, err = hook_env.manage('audit', '--no-ceph', '--json',
+                                     '--domain', dom.name())
+    (row,) = json.loads(out)['disks']
+    assert row['recorded'] == 'none'
+    assert "switched to cache='none' by fix --live" in row['shared_by']
+    assert (code, row['findings']) == (0, []), (out, err)
     dom.destroy()
 
 
