@@ -382,38 +382,14 @@ def fix_live(row, cache_mode, **switch_args):
 
 
 def record_live_fix(row, cache_mode):
-    """Record the switched disk in the domain's metadata (live and config).
+    """Record the switched disk in the domain's metadata (livefix.record).
 
     libvirt's live XML keeps the old cache mode after the switch; the
     record travels with the domain, so the hook corrects a restore,
     managed save or incoming migration of it and the audit keeps judging
     it shared. A failure here is reported; the switch stands.
     """
-    import libvirt
-    live_flag = libvirt.VIR_DOMAIN_AFFECT_LIVE
-    done = {}
-    for name, flag in (('live', live_flag),
-                       ('config', libvirt.VIR_DOMAIN_AFFECT_CONFIG)):
-        if name == 'config' and not row.persistent:
-            continue
-        try:
-            try:
-                current = row.handle.metadata(
-                    libvirt.VIR_DOMAIN_METADATA_ELEMENT, domxml.METADATA_NS,
-                    flag)
-            except libvirt.libvirtError as err:
-                if err.get_error_code() != getattr(
-                        libvirt, 'VIR_ERR_NO_DOMAIN_METADATA', 80):
-                    raise
-                current = None
-            row.handle.setMetadata(
-                libvirt.VIR_DOMAIN_METADATA_ELEMENT,
-                domxml.record_disk(current, row.live, cache_mode),
-                domxml.METADATA_PREFIX, domxml.METADATA_NS, flag)
-            done[name] = 'recorded'
-        except libvirt.libvirtError as err:
-            done[name] = 'failed: %s' % err.get_error_message()
-    return done
+    return livefix.record(row.handle, row.live, cache_mode, row.persistent)
 
 
 def needs_config_fix(row):

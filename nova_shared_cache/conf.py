@@ -126,10 +126,10 @@ What the libvirt qemu hook (``nova-shared-cache install-hook``) does with a
 domain that has a shared RBD disk (``<shareable/>``, a disk ``fix --live``
 recorded in the domain's metadata, or an image another running local domain
 uses when one of them writes it) in a caching mode. Read-only sharing
-(``<readonly/>`` disks, RBD snapshots) is not shared. libvirt lets a hook rewrite the
-XML of an incoming migration and of a restore, not of a start: under ``fix``
-a start is refused like under ``deny``, with the command that repairs the
-definition. A domain without such a disk, or whose XML the hook cannot read,
+(``<readonly/>`` disks, RBD snapshots) is not shared. libvirt lets a hook
+rewrite the XML of an incoming migration and of a restore, not of a start:
+under ``fix`` a start is refused like under ``deny``, with the command that
+repairs the definition. A domain without such a disk, or whose XML the hook cannot read,
 is always allowed.
 """),
     cfg.StrOpt(

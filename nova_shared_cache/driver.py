@@ -218,6 +218,58 @@ class LibvirtSharedCacheDriver(libvirt_driver.LibvirtDriver):
                                        new_connection_info, instance,
                                        mountpoint, resize_to)
 
+    def _swap_volume(self, guest, disk_dev, conf, resize_to, *args,
+                     **kwargs):
+        super()._swap_volume(guest, disk_dev, conf, resize_to, *args,
+                             **kwargs)
+        shared = self._shared_disks.get(conf)
+        if shared is None:
+            return
+        # NOTE: libvirt's block copy keeps the old disk's cache mode and
+        # <shareable/> (only the source and format come from the new
+        # disk's XML), and Nova then saves the live XML as the definition:
+        # a caching disk swapped to a shared volume would go on caching.
+        self._after_swap(guest, disk_dev, shared)
+
+    def _after_swap(self, guest, disk_dev, shared):
+        from nova_shared_cache.libvirt import livefix
+        who = {'instance': _INSTANCE_UUID.get() or 'unknown',
+               'volume_id': shared.volume_id, 'volume': shared.volume,
+               'disk': disk_dev, 'mode': self._shared_settings.cache_mode}
+        try:
+            domain = getattr(guest, '_domain', guest)
+            report = livefix.after_block_copy(domain, disk_dev,
+                                              who['mode'])
+        except Exception as err:
+            report = {'state': 'error',
+                      'error': '%s: %s' % (type(err).__name__, err)}
+        if report['state'] in ('unchanged', 'not-an-rbd-disk'):
+            return
+        if report['state'] == 'fixed':
+            LOG.info("Swapped-in shared volume %(volume_id)s (%(volume)s) "
+                     "of instance %(instance)s: disk %(disk)s switched to "
+                     "cache='%(mode)s' and <shareable/> after the block copy "
+                     "(libvirt keeps the old disk's cache mode)", who)
+            return
+        LOG.warning(
+            "Swapped-in shared volume %(volume_id)s (%(volume)s) of instance "
+            "%(instance)s: disk %(disk)s keeps the old disk's cache mode "
+            "after the block copy and could not be switched (%(state)s: "
+            "%(error)s); it caches until it is repaired: run "
+            "'nova-shared-cache fix --live --domain %(domain)s' on this "
+            "host, or hard reboot the instance",
+            dict(who, state=report['state'],
+                 error=report.get('error') or report.get('live', {}).get(
+                     'error') or 'see above',
+                 domain=self._domain_name(guest)))
+
+    @staticmethod
+    def _domain_name(guest):
+        try:
+            return guest.name
+        except Exception:
+            return '<domain>'
+
     def spawn(self, context, instance, image_meta, injected_files,
               admin_password, allocations, network_info=None,
               block_device_info=None, power_on=True, accel_info=None):

@@ -271,6 +271,15 @@ class Compute:
         self.volumes.get(instance.uuid, {}).pop(connection_info['serial'],
                                                 None)
 
+    def swap(self, instance, old_ci, new_ci, mountpoint='/dev/vdb'):
+        """Nova's swap_volume (what a Cinder migration of the volume asks)."""
+        with self._no_db(instance):
+            self.driver.swap_volume(self.context, old_ci, new_ci, instance,
+                                    mountpoint, None)
+        volumes = self.volumes.setdefault(instance.uuid, {})
+        volumes.pop(old_ci['serial'], None)
+        volumes[new_ci['serial']] = (new_ci, mountpoint)
+
     def destroy(self, instance):
         with self._no_db(instance):
             self.driver.destroy(self.context, instance, [],

@@ -716,3 +716,95 @@ def temp_nodes(domain, timeout=None):
     prefix, suffix = TEMP_NODE.split('%s')
     return {name[len(prefix):-len(suffix)]: name for name in nodes
             if name.startswith(prefix) and name.endswith(suffix)}
+
+
+class _NoInterrupts:
+    """Inside nova-compute: its own signal handlers stay in place."""
+
+    received = None
+
+
+def record(domain, disk, cache_mode, persistent):
+    """Record ``disk`` as switched in the domain's metadata.
+
+    Live, and persistent when the domain has a definition: libvirt's live
+    XML keeps the old cache mode after a switch, and this record travels
+    with the domain (migration, save images) for the hook and the audit.
+    {'live': 'recorded' | 'failed: ...', 'config': ...}; never raises for
+    a libvirt error.
+    """
+    import libvirt
+
+    from nova_shared_cache.libvirt import domxml
+    done = {}
+    for name, flag in (('live', libvirt.VIR_DOMAIN_AFFECT_LIVE),
+                       ('config', libvirt.VIR_DOMAIN_AFFECT_CONFIG)):
+        if name == 'config' and not persistent:
+            continue
+        try:
+            try:
+                current = domain.metadata(
+                    libvirt.VIR_DOMAIN_METADATA_ELEMENT, domxml.METADATA_NS,
+                    flag)
+            except libvirt.libvirtError as err:
+                if err.get_error_code() != getattr(
+                        libvirt, 'VIR_ERR_NO_DOMAIN_METADATA', 80):
+                    raise
+                current = None
+            domain.setMetadata(
+                libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+                domxml.record_disk(current, disk, cache_mode),
+                domxml.METADATA_PREFIX, domxml.METADATA_NS, flag)
+            done[name] = 'recorded'
+        except libvirt.libvirtError as err:
+            done[name] = 'failed: %s' % err.get_error_message()
+    return done
+
+
+def after_block_copy(domain, target, cache_mode):
+    """Make a disk that a block copy swapped in a safe shared disk.
+
+    libvirt's block copy (Nova's swap_volume) takes the new disk's source
+    and format but keeps the old disk's cache mode and ``<shareable/>``,
+    in QEMU and in the XML Nova then saves as the definition. For a
+    shared disk whose old disk cached, this switches QEMU to direct I/O
+    (as ``fix --live``), fixes the definition (cache and ``<shareable/>``)
+    and records the switch. Returns a report dict; raises nothing that a
+    caller must handle beyond logging.
+    """
+    import libvirt
+
+    from nova_shared_cache.libvirt import domxml
+    report = {'disk': target, 'state': 'unchanged'}
+    live = [d for d in domxml.rbd_disks(domxml.parse(domain.XMLDesc(0)))
+            if d.target == target]
+    if not live:
+        report['state'] = 'not-an-rbd-disk'
+        return report
+    disk = live[0]
+    if disk.cache == cache_mode and disk.shareable:
+        return report
+    if domxml.caches(disk.cache) is not False:
+        try:
+            result = Switch(domain, disk,
+                            interrupts=_NoInterrupts()).run()
+        except NotSwitched as err:
+            report.update(state='not-switched', error=str(err))
+            return report
+        report['live'] = dataclasses.asdict(result)
+        if not result.ok:
+            report['state'] = result.state
+            return report
+    persistent = bool(domain.isPersistent())
+    if persistent:
+        config = [d for d in domxml.rbd_disks(domxml.parse(domain.XMLDesc(
+            libvirt.VIR_DOMAIN_XML_INACTIVE))) if d.target == target]
+        if config:
+            changes = domxml.fix_disk(config[0].element, cache_mode)
+            if changes:
+                domain.updateDeviceFlags(domxml.to_text(config[0].element),
+                                         libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+            report['config'] = changes
+    report['recorded'] = record(domain, disk, cache_mode, persistent)
+    report['state'] = 'fixed'
+    return report
