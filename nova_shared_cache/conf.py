@@ -129,8 +129,8 @@ uses when one of them writes it) in a caching mode. Read-only sharing
 (``<readonly/>`` disks, RBD snapshots) is not shared. libvirt lets a hook
 rewrite the XML of an incoming migration and of a restore, not of a start:
 under ``fix`` a start is refused like under ``deny``, with the command that
-repairs the definition. A domain without such a disk, or whose XML the hook cannot read,
-is always allowed.
+repairs the definition. A domain without such a disk, or whose XML the hook
+cannot read, is always allowed.
 """),
     cfg.StrOpt(
         'ceph_conf',

@@ -238,8 +238,10 @@ class LibvirtSharedCacheDriver(libvirt_driver.LibvirtDriver):
                'disk': disk_dev, 'mode': self._shared_settings.cache_mode}
         try:
             domain = getattr(guest, '_domain', guest)
-            report = livefix.after_block_copy(domain, disk_dev,
-                                              who['mode'])
+            # Nova's libvirt module (its fake one in Nova's tests).
+            report = livefix.after_block_copy(
+                domain, disk_dev, who['mode'],
+                libvirt_mod=libvirt_driver.libvirt)
         except Exception as err:
             report = {'state': 'error',
                       'error': '%s: %s' % (type(err).__name__, err)}

@@ -724,18 +724,25 @@ class _NoInterrupts:
     received = None
 
 
-def record(domain, disk, cache_mode, persistent):
+def _libvirt(module):
+    if module is not None:
+        return module
+    import libvirt
+    return libvirt
+
+
+def record(domain, disk, cache_mode, persistent, libvirt_mod=None):
     """Record ``disk`` as switched in the domain's metadata.
 
     Live, and persistent when the domain has a definition: libvirt's live
     XML keeps the old cache mode after a switch, and this record travels
     with the domain (migration, save images) for the hook and the audit.
     {'live': 'recorded' | 'failed: ...', 'config': ...}; never raises for
-    a libvirt error.
+    a libvirt error. ``libvirt_mod``: the libvirt module to use (inside
+    nova-compute, the one Nova loaded).
     """
-    import libvirt
-
     from nova_shared_cache.libvirt import domxml
+    libvirt = _libvirt(libvirt_mod)
     done = {}
     for name, flag in (('live', libvirt.VIR_DOMAIN_AFFECT_LIVE),
                        ('config', libvirt.VIR_DOMAIN_AFFECT_CONFIG)):
@@ -761,7 +768,7 @@ def record(domain, disk, cache_mode, persistent):
     return done
 
 
-def after_block_copy(domain, target, cache_mode):
+def after_block_copy(domain, target, cache_mode, libvirt_mod=None):
     """Make a disk that a block copy swapped in a safe shared disk.
 
     libvirt's block copy (Nova's swap_volume) takes the new disk's source
@@ -772,9 +779,8 @@ def after_block_copy(domain, target, cache_mode):
     and records the switch. Returns a report dict; raises nothing that a
     caller must handle beyond logging.
     """
-    import libvirt
-
     from nova_shared_cache.libvirt import domxml
+    libvirt = _libvirt(libvirt_mod)
     report = {'disk': target, 'state': 'unchanged'}
     live = [d for d in domxml.rbd_disks(domxml.parse(domain.XMLDesc(0)))
             if d.target == target]
@@ -805,6 +811,7 @@ def after_block_copy(domain, target, cache_mode):
                 domain.updateDeviceFlags(domxml.to_text(config[0].element),
                                          libvirt.VIR_DOMAIN_AFFECT_CONFIG)
             report['config'] = changes
-    report['recorded'] = record(domain, disk, cache_mode, persistent)
+    report['recorded'] = record(domain, disk, cache_mode, persistent,
+                                libvirt_mod=libvirt)
     report['state'] = 'fixed'
     return report
