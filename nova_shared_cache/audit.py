@@ -217,7 +217,9 @@ class Auditor:
                     seen[key] = client.call(
                         'read the status of %s as client.%s' % (key[0],
                                                                 key[2]),
-                        lambda c, spec=key[0]: cephops.image_status(c, spec))
+                        lambda c, spec=key[0]: cephops.image_status(
+                            c, spec, names=bool(
+                                self.settings.ignored_watchers)))
                 except exception.SharedCacheError as err:
                     errors.append({'image': key[0], 'error': str(err)})
             status = seen[key]
@@ -226,7 +228,8 @@ class Auditor:
             row.features = status['single_client_features']
             row.other_host_clients = [
                 w['address'] for w in status['watchers']
-                if not hostnet.is_local(w['address'], self._local)]
+                if not hostnet.is_local(w['address'], self._local)
+                and not cephops.ignored(w, self.settings.ignored_watchers)]
 
     # -- the audit ------------------------------------------------------------
 

@@ -7,6 +7,7 @@ backend's guard and the operator tools share them.
 import collections
 import contextlib
 import errno
+import fnmatch
 import json
 
 from nova_shared_cache import cephclient
@@ -101,6 +102,93 @@ def other_watchers(cluster, image):
             for w in image.watchers_list() if str(w.get('id')) != own]
 
 
+def _mon_json(cluster, command, target=None):
+    """(JSON reply, None) or (None, why not) for a read-only mon command."""
+    kwargs = {'target': target} if target is not None else {}
+    try:
+        ret, out, err = cluster.mon_command(
+            json.dumps(dict(command, format='json')), b'', **kwargs)
+    except Exception as error:      # a binding error: never fatal here
+        return None, '%s: %s' % (type(error).__name__, error)
+    if ret == -errno.EACCES:
+        return None, 'access denied'
+    if ret != 0:
+        return None, '%s (error %d)' % ((err or '').strip(), ret)
+    try:
+        return json.loads(out or b'null'), None
+    except ValueError as error:
+        return None, 'unreadable reply: %s' % error
+
+
+def _address_key(address):
+    """'v1:127.0.0.1:0/123' -> '127.0.0.1:0/123' (no protocol prefix)."""
+    text = str(address or '')
+    for prefix in ('v1:', 'v2:', 'any:'):
+        if text.startswith(prefix):
+            return text[len(prefix):]
+    return text
+
+
+def watcher_names(cluster, watchers):
+    """Name the Ceph entity behind each watcher, where Ceph lets us.
+
+    A watcher shows only its global id and address. ``mgr dump`` names
+    the active mgr's module clients by address (rbd_support holds watches
+    on the images it works on), and ``sessions`` on every monitor names
+    every client by global id; each needs a mon cap beyond ``profile rbd``
+    (``allow command "mgr dump"``, ``allow command sessions``).
+
+    Fills ``watcher['name']`` (None when unknown); returns the reasons the
+    names could not all be read (empty: all read, or nothing to read).
+    """
+    problems = []
+    if not watchers:
+        return problems
+    for watcher in watchers:
+        watcher['name'] = None
+    by_address = {}
+    mgr, why = _mon_json(cluster, {'prefix': 'mgr dump'})
+    if mgr is None:
+        problems.append("'mgr dump': %s" % why)
+    else:
+        name = 'mgr.%s' % mgr.get('active_name')
+        for client in mgr.get('active_clients') or []:
+            for addr in (client.get('addrvec') or []):
+                by_address[_address_key('%s/%s' % (
+                    addr.get('addr'), addr.get('nonce')))] = (
+                    name, client.get('name'))
+    by_id = {}
+    mons, why = _mon_json(cluster, {'prefix': 'mon dump'})
+    names = [m.get('name') for m in (mons or {}).get('mons') or []]
+    if mons is None:
+        problems.append("'mon dump': %s" % why)
+    for mon in names:
+        sessions, why = _mon_json(cluster, {'prefix': 'sessions'},
+                                  target=mon)
+        if sessions is None:
+            problems.append("'sessions' on mon.%s: %s" % (mon, why))
+            continue
+        for session in sessions or []:
+            if session.get('global_id') is not None:
+                by_id[int(session['global_id'])] = session.get(
+                    'entity_name')
+    for watcher in watchers:
+        module = by_address.get(_address_key(watcher.get('address')))
+        if module:
+            watcher['name'], watcher['module'] = module
+            continue
+        number = str(watcher.get('client', '')).rpartition('.')[2]
+        if number.isdigit() and int(number) in by_id:
+            watcher['name'] = by_id[int(number)]
+    return problems if any(w['name'] is None for w in watchers) else []
+
+
+def ignored(watcher, patterns):
+    """Does ``watcher``'s entity name match one of ``patterns``?"""
+    name = watcher.get('name')
+    return bool(name) and any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
 def feature_names(mask, rbd_mod):
     """Every feature bit set in ``mask``, with rbd's names for them."""
     names = []
@@ -114,20 +202,29 @@ def feature_names(mask, rbd_mod):
     return names
 
 
-def image_status(cluster, spec):
-    """Features, size and the other clients of ``pool/image``."""
+def image_status(cluster, spec, names=False):
+    """Features, size and the other clients of ``pool/image``.
+
+    ``names``: also name each client (watcher_names); ``names_error``
+    then says why some could not be named.
+    """
     _, rbd_mod = cephclient.bindings()
     ref = parse_image_spec(spec)
     with open_image(cluster, ref.pool, ref.image,
                     namespace=ref.namespace) as image:
         mask = image.features()
-        return {
+        status = {
             'image': spec,
             'size': image.size(),
             'features': feature_names(mask, rbd_mod),
             'single_client_features': single_client_features(mask, rbd_mod),
             'watchers': other_watchers(cluster, image),
         }
+    if names:
+        problems = watcher_names(cluster, status['watchers'])
+        if problems:
+            status['names_error'] = '; '.join(problems)
+    return status
 
 
 def _mon(cluster, command, what, user=None):

@@ -111,6 +111,26 @@ told. Checked for new attachments only (attach, swap, boot); a reconnect of
 the same instance (reboot, migration, rescue) is not checked because the
 other client can be the instance's own previous QEMU process.
 """),
+    cfg.ListOpt(
+        'ignored_watchers',
+        default=['mgr.*', 'client.rbd-mirror.*', 'client.rbd-mirror-peer'],
+        help="""
+Ceph entity names (shell patterns) of clients that ``sharing_guard``, the
+audit and ``status`` do not count as another user of an image.
+
+Some Ceph services hold a watch on an image nobody shares: ceph-mgr's
+rbd_support module (as ``mgr.<name>``) while it runs a task on the image,
+rbd-mirror daemons (``client.rbd-mirror.<id>``, peers often as
+``client.rbd-mirror-peer``), and any backup or migration tool that opens
+images read-write under its own user. (A read-only open, such as ``rbd
+export-diff``, holds no watch.) Ceph shows a watcher only as
+``client.<global id>`` and an address; the name is found through the
+monitors, which needs these mon caps for the checking user on top of
+``profile rbd``: ``allow command "mgr dump"`` (names the mgr's module
+clients) and ``allow command sessions`` (names every client). A watcher
+whose name cannot be found is counted, and the message says which cap is
+missing. An empty list counts every watcher.
+"""),
     cfg.StrOpt(
         'hook_mode',
         default='fix',
@@ -187,6 +207,8 @@ class Settings:
     ceph_user: object = None
     ceph_timeout: int = 10
     hook_mode: str = 'fix'
+    ignored_watchers: tuple = ('mgr.*', 'client.rbd-mirror.*',
+                               'client.rbd-mirror-peer')
 
 
 def register_opts(conf):
@@ -226,7 +248,10 @@ def load(conf):
                     ceph_conf=values['ceph_conf'],
                     ceph_user=values['ceph_user'],
                     ceph_timeout=values['ceph_timeout'],
-                    hook_mode=values['hook_mode'])
+                    hook_mode=values['hook_mode'],
+                    ignored_watchers=tuple(
+                        p.strip() for p in values['ignored_watchers']
+                        if p.strip()))
 
 
 def list_opts():

@@ -33,6 +33,8 @@ class ImageState:
 
     features: list
     watchers: list
+    ignored: list = dataclasses.field(default_factory=list)
+    names_error: str = ''
 
 
 class RbdBackend(base.SharedVolumeBackend):
@@ -225,6 +227,7 @@ class RbdBackend(base.SharedVolumeBackend):
         try:
             ref = cephops.parse_image_spec(spec)
             client = self.client(connection_info)
+            who['user'] = client.user
             state = client.call(
                 'inspect RBD image %s as client.%s' % (spec, client.user),
                 lambda cluster: self._inspect(cluster, ref, check_watchers))
@@ -256,16 +259,26 @@ class RbdBackend(base.SharedVolumeBackend):
                      why='new attachment, policy warn' if new_attachment
                      else 'reconnect of an existing attachment'))
 
-    @staticmethod
-    def _inspect(cluster, ref, watchers):
+    def _inspect(self, cluster, ref, watchers):
         _, rbd_mod = cephclient.bindings()
         with cephops.open_image(cluster, ref.pool, ref.image,
                                 namespace=ref.namespace) as img:
-            return ImageState(
+            state = ImageState(
                 features=cephops.single_client_features(img.features(),
                                                         rbd_mod),
                 watchers=(cephops.other_watchers(cluster, img)
                           if watchers else []))
+        patterns = self.settings.ignored_watchers
+        if state.watchers and patterns:
+            # Only when there is someone to name: the common case (nobody
+            # else has the image open) costs no monitor command.
+            state.names_error = '; '.join(cephops.watcher_names(
+                cluster, state.watchers))
+            state.ignored = [w for w in state.watchers
+                             if cephops.ignored(w, patterns)]
+            state.watchers = [w for w in state.watchers
+                              if w not in state.ignored]
+        return state
 
     def _single_client_features(self, client, ref, state, who,
                                 new_attachment=True):
@@ -362,10 +375,26 @@ class RbdBackend(base.SharedVolumeBackend):
                              if ref.namespace else ''), **who)
 
     def _foreign_watchers(self, state, who):
+        for watcher in state.ignored:
+            LOG.info("Volume %(volume_id)s (image %(volume)s): not counting "
+                     "%(client)s at %(address)s (%(name)s%(module)s, "
+                     "[shared_cache] ignored_watchers)",
+                     dict(who, client=watcher['client'],
+                          address=watcher['address'], name=watcher['name'],
+                          module=', module %s' % watcher['module']
+                          if watcher.get('module') else ''))
         if not state.watchers:
             return
-        clients = ', '.join('%s at %s' % (w['client'], w['address'])
-                            for w in state.watchers)
+        clients = ', '.join('%s at %s%s' % (
+            w['client'], w['address'],
+            ' (%s)' % w['name'] if w.get('name') else '')
+            for w in state.watchers)
+        if state.names_error:
+            clients += (
+                " (its Ceph name is unknown, so [shared_cache] "
+                "ignored_watchers could not apply: %s; give client.%s mon "
+                "caps 'allow command sessions' and 'allow command \"mgr "
+                "dump\"' to name it)" % (state.names_error, who.get('user')))
         if self.settings.sharing_guard == 'refuse':
             raise exception.AttachRefused(
                 reason="[shared_cache] sharing_guard = refuse: the volume "

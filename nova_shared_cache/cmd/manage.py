@@ -269,7 +269,11 @@ def cmd_status(conf, out):
     local = hostnet.local_addresses()
     client = ceph_client(conf)
     status = client.call('read the status of %s' % spec,
-                         lambda cluster: cephops.image_status(cluster, spec))
+                         lambda cluster: cephops.image_status(
+                             cluster, spec, names=True))
+    patterns = sc_conf.load(conf).ignored_watchers
+    for watcher in status['watchers']:
+        watcher['ignored'] = cephops.ignored(watcher, patterns)
     try:
         domains, domains_error = local_domains_using(conf, spec), None
     except exception.LibvirtError as err:
@@ -313,7 +317,15 @@ def cmd_status(conf, out):
         else:
             where = 'this host (%s)' % (', '.join(w['local_domains'])
                                         or 'no local domain uses it')
-        out.write('  %-40s %-16s %s\n' % (w['address'], w['client'], where))
+        name = w.get('name') or '?'
+        if w.get('module'):
+            name += ' (%s)' % w['module']
+        if w.get('ignored'):
+            name += ', ignored'
+        out.write('  %-40s %-16s %-28s %s\n' % (w['address'], w['client'],
+                                                name, where))
+    if status.get('names_error'):
+        out.write('names:     not all known (%s)\n' % status['names_error'])
     return OK
 
 

@@ -177,7 +177,7 @@ cluster.connect()
 ioctx = cluster.open_ioctx(sys.argv[3])
 if sys.argv[5]:
     ioctx.set_namespace(sys.argv[5])
-image = rbd.Image(ioctx, sys.argv[4])
+image = rbd.Image(ioctx, sys.argv[4], read_only=sys.argv[6] == 'ro')
 print(cluster.get_instance_id(), flush=True)
 sys.stdin.read()
 image.close(); ioctx.close(); cluster.shutdown()
@@ -189,11 +189,12 @@ def holder(cluster):
     """Open an image in another process (another librbd client)."""
     procs = []
 
-    def hold(spec):
+    def hold(spec, user=embedded_ceph.CLIENT, read_only=False):
         pool, *namespace, image = spec.split('/')
         proc = subprocess.Popen(
             ['/usr/bin/python3', '-c', HOLDER, cluster.client_conf,
-             embedded_ceph.CLIENT, pool, image, ''.join(namespace)],
+             user, pool, image, ''.join(namespace),
+             'ro' if read_only else 'rw'],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         procs.append(proc)
         return proc.stdout.readline().strip()
@@ -220,6 +221,43 @@ def test_image_open_elsewhere_under_each_guard(cluster, holder, logs, guard):
         assert 'already open by client.%s' % other in logs.output
     else:
         assert 'already open' not in logs.output
+
+
+def test_service_watchers_named_through_the_monitors(cluster, holder, logs):
+    mirror = 'rbd-mirror.nsc'
+    cluster.add_user(mirror, 'profile rbd pool=%s' % POOL)
+    cluster.ceph('auth', 'get-or-create', 'client.guardsvc', 'mon',
+                 'profile rbd, allow command sessions, '
+                 'allow command "mgr dump"',
+                 'osd', 'profile rbd pool=%s' % POOL)
+    cluster.write_client_conf(users=(embedded_ceph.CLIENT, mirror,
+                                     'guardsvc'))
+    spec, info = new_image(cluster, multiattach=False)
+    # A read-only open (rbd export-diff, a backup reader) holds no watch.
+    holder(spec, read_only=True)
+    connect(make_backend(cluster), info, shared=False)
+    mirror_id = holder(spec, user=mirror)
+    # client.cinder ('profile rbd') may not ask the monitors who that is:
+    # it is counted, and the message says which caps would name it.
+    with pytest.raises(exception.AttachRefused) as err:
+        connect(make_backend(cluster), info, shared=False)
+    assert 'client.%s at ' % mirror_id in str(err.value)
+    assert "'sessions' on mon.a: access denied" in str(err.value)
+    assert 'allow command sessions' in str(err.value)
+    # A checking user with those caps names it, and the default
+    # ignored_watchers lets it pass.
+    connect(make_backend(cluster, ceph_user='guardsvc'), info, shared=False)
+    assert 'not counting client.%s' % mirror_id in logs.output
+    assert '(client.%s, [shared_cache] ignored_watchers)' % mirror \
+        in logs.output
+    # Any other client is still counted, now by name.
+    other = holder(spec)
+    with pytest.raises(exception.AttachRefused) as err:
+        connect(make_backend(cluster, ceph_user='guardsvc'), info,
+                shared=False)
+    assert 'client.%s at ' % other in str(err.value)
+    assert '(client.%s)' % embedded_ceph.CLIENT in str(err.value)
+    assert 'client.%s at ' % mirror_id not in str(err.value)
 
 
 def test_unshared_image_nobody_has_open_passes(cluster):

@@ -66,6 +66,11 @@ class FakeCluster:
         self.down = False
         self.blocklist = {}
         self.read_only_users = set()
+        #: Monitor sessions {global id: entity name}, the active mgr's
+        #: module clients ({'name', 'addrvec'}), mon commands denied.
+        self.sessions = {}
+        self.mgr_clients = []
+        self.denied = set()
         self.calls = []
         #: (librados' cluster name, conffile) of each connect
         self.clusters = []
@@ -143,11 +148,26 @@ class FakeCluster:
             def get_instance_id(self):
                 return self.instance_id
 
-            def mon_command(self, command, inbuf):
+            def mon_command(self, command, inbuf, timeout=0, target=None):
                 cmd = json.loads(command)
                 cluster.calls.append(('mon_command', cmd))
                 if cluster.down:
                     raise errors['TimedOut']('timed out')
+                if cmd['prefix'] in cluster.denied:
+                    return -13, b'', 'access denied'
+                if cmd['prefix'] == 'mon dump':
+                    mons = {'mons': [{'name': 'a'}]}
+                    return 0, json.dumps(mons).encode(), ''
+                if cmd['prefix'] == 'sessions':
+                    if target != 'a':
+                        return -22, b'', 'unrecognized command'
+                    sessions = [{'global_id': gid, 'entity_name': name}
+                                for gid, name in cluster.sessions.items()]
+                    return 0, json.dumps(sessions).encode(), ''
+                if cmd['prefix'] == 'mgr dump':
+                    return 0, json.dumps({
+                        'active_name': 'x',
+                        'active_clients': cluster.mgr_clients}).encode(), ''
                 if cmd['prefix'] == 'osd blocklist ls':
                     return 0, json.dumps(
                         [{'addr': a, 'until': u}

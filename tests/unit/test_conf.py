@@ -119,7 +119,8 @@ class ListOptsTest(base.TestCase):
         [(group, opts)] = sc_conf.list_opts()
         self.assertEqual('shared_cache', group.name)
         self.assertEqual(['cache_mode', 'enabled_backends',
-                          'rbd_feature_policy', 'sharing_guard', 'hook_mode',
+                          'rbd_feature_policy', 'sharing_guard',
+                          'ignored_watchers', 'hook_mode',
                           'ceph_conf', 'ceph_user', 'ceph_timeout'],
                          [o.name for o in opts])
         for copy, orig in zip(opts, sc_conf.shared_cache_opts):

@@ -214,6 +214,51 @@ class GuardTest(base.TestCase):
         self.assertIn("'a/b/c/d'", str(err))
         self.assertIn('POOL/NAMESPACE/IMAGE', str(err))
 
+    def test_service_watchers_are_named_and_ignored(self):
+        self.flags(sharing_guard='refuse', group='shared_cache')
+        mirror = {'addr': '10.0.0.8:0/77', 'id': 4301, 'cookie': 1}
+        rbd_support = {'addr': '10.0.0.9:0/526070907', 'id': 4113,
+                       'cookie': 2}
+        self.ceph.sessions = {4301: 'client.rbd-mirror.site-a'}
+        self.ceph.mgr_clients = [{'name': 'rbd_support', 'addrvec': [
+            {'type': 'v2', 'addr': '10.0.0.9:0', 'nonce': 526070907}]}]
+        self.ceph.add_image(SPEC, watchers=[mirror, rbd_support])
+        self.connect(shared=False)      # both ignored by default
+        log = self.stdlog.logger.output
+        self.assertIn('not counting client.4301 at 10.0.0.8:0/77 '
+                      '(client.rbd-mirror.site-a', log)
+        self.assertIn('(mgr.x, module rbd_support', log)
+        # Anyone else is counted, named.
+        self.ceph.sessions[4302] = 'client.backup'
+        self.ceph.add_image(SPEC, watchers=[
+            mirror, {'addr': '10.0.0.7:0/5', 'id': 4302, 'cookie': 3}])
+        err = self.assertRefused(self.connect, shared=False)
+        self.assertIn('client.4302 at 10.0.0.7:0/5 (client.backup)',
+                      str(err))
+        self.assertNotIn('4301', str(err))
+        # An empty list counts every watcher.
+        self.flags(ignored_watchers=[], group='shared_cache')
+        self.ceph.add_image(SPEC, watchers=[mirror])
+        err = self.assertRefused(self.connect, shared=False)
+        self.assertIn('client.4301', str(err))
+
+    def test_unnamed_watchers_are_counted_and_the_cap_named(self):
+        self.ceph.denied = {'sessions', 'mgr dump'}
+        self.ceph.sessions = {4301: 'client.rbd-mirror.site-a'}
+        self.ceph.add_image(SPEC, watchers=[
+            {'addr': '10.0.0.8:0/77', 'id': 4301, 'cookie': 1}])
+        err = self.assertRefused(self.connect, shared=False)
+        self.assertIn('client.4301 at 10.0.0.8:0/77', str(err))
+        self.assertIn("its Ceph name is unknown", str(err))
+        self.assertIn("'sessions' on mon.a: access denied", str(err))
+        self.assertIn('allow command sessions', str(err))
+        # Nobody else has it open: no monitor command at all.
+        self.ceph.calls.clear()
+        self.ceph.add_image(SPEC, watchers=[])
+        self.connect(shared=False)
+        self.assertEqual([], [c for c in self.ceph.calls
+                              if c[0] == 'mon_command'])
+
     def test_mon_host_from_connection_info(self):
         mon_host = rbd.RbdBackend.mon_host
         self.assertEqual('10.0.0.1:3300,[fd00::2]:3300', mon_host(
