@@ -12,12 +12,18 @@ answer in time raises :class:`QmpTimeout`; it is still queued in libvirt
 and may take effect later, and libvirt runs the domain's later jobs only
 after it, so commands keep their order.
 
-The worker is a plain thread: the command line tools that use this module
-do not run under eventlet (under its monkey patching a blocked libvirt
-call would hold every greenthread, bound or not).
+The worker is a plain thread in the command line tools. Inside a
+nova-compute that runs under eventlet (Nova 30-33, or 34 with
+``concurrency_backend = eventlet``; the swap repair runs there) a blocked
+libvirt call in a greenthread would hold every greenthread, bound or not:
+there the call goes to eventlet's pool of native threads (``tpool``) from a
+greenthread, and the caller waits on it with the same bound. eventlet is
+never imported by this module unless the process has monkey patched
+threads already.
 """
 
 import json
+import sys
 import threading
 
 from nova_shared_cache import exception
@@ -50,6 +56,12 @@ class QmpTimeout(QmpError):
         self.call = call
 
 
+def _green():
+    """Has this process monkey patched threads (eventlet)?"""
+    patcher = sys.modules.get('eventlet.patcher')
+    return patcher is not None and patcher.is_monkey_patched('thread')
+
+
 class Call:
     """``fn(*args)`` in a daemon thread, waited for with a bound.
 
@@ -60,6 +72,11 @@ class Call:
     def __init__(self, fn, *args, name='nsc-libvirt-call'):
         self._done = threading.Event()
         self._value = self._error = None
+        if _green():
+            import eventlet
+            from eventlet import tpool
+            eventlet.spawn_n(self._run, tpool.execute, (fn,) + args)
+            return
         thread = threading.Thread(target=self._run, args=(fn, args),
                                   name=name, daemon=True)
         thread.start()
