@@ -779,8 +779,13 @@ def after_block_copy(domain, target, cache_mode, libvirt_mod=None):
     and records the switch. Returns a report dict; raises nothing that a
     caller must handle beyond logging.
     """
+    with qmp.offloaded():
+        return _after_block_copy(domain, target, cache_mode,
+                                 _libvirt(libvirt_mod))
+
+
+def _after_block_copy(domain, target, cache_mode, libvirt):
     from nova_shared_cache.libvirt import domxml
-    libvirt = _libvirt(libvirt_mod)
     report = {'disk': target, 'state': 'unchanged'}
     live = [d for d in domxml.rbd_disks(domxml.parse(domain.XMLDesc(0)))
             if d.target == target]

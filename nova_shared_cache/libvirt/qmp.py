@@ -16,12 +16,14 @@ The worker is a plain thread in the command line tools. Inside a
 nova-compute that runs under eventlet (Nova 30-33, or 34 with
 ``concurrency_backend = eventlet``; the swap repair runs there) a blocked
 libvirt call in a greenthread would hold every greenthread, bound or not:
-there the call goes to eventlet's pool of native threads (``tpool``) from a
-greenthread, and the caller waits on it with the same bound. eventlet is
-never imported by this module unless the process has monkey patched
-threads already.
+there (inside ``offloaded()``, which the driver's code uses) the call goes
+to eventlet's pool of native threads (``tpool``) from a greenthread, and the
+caller waits on it with the same bound. eventlet is never imported by this
+module unless the process has monkey patched threads already.
 """
 
+import contextlib
+import contextvars
 import json
 import sys
 import threading
@@ -56,8 +58,28 @@ class QmpTimeout(QmpError):
         self.call = call
 
 
+_OFFLOAD = contextvars.ContextVar('nova_shared_cache_qmp_offload',
+                                  default=False)
+
+
+@contextlib.contextmanager
+def offloaded():
+    """Calls made in this block block natively (real libvirt calls).
+
+    Under eventlet they then run in eventlet's native thread pool; without
+    eventlet nothing changes.
+    """
+    token = _OFFLOAD.set(True)
+    try:
+        yield
+    finally:
+        _OFFLOAD.reset(token)
+
+
 def _green():
-    """Has this process monkey patched threads (eventlet)?"""
+    """Should this call go to eventlet's native thread pool?"""
+    if not _OFFLOAD.get():
+        return False
     patcher = sys.modules.get('eventlet.patcher')
     return patcher is not None and patcher.is_monkey_patched('thread')
 

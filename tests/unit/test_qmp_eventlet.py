@@ -25,12 +25,15 @@ SCRIPT = textwrap.dedent('''
     eventlet.spawn_n(ticker)
     eventlet.sleep(0)
     started = time.monotonic()
-    value = qmp.bounded(lambda: libc.usleep(600000) or 'done', timeout=5)
+    with qmp.offloaded():
+        value = qmp.bounded(lambda: libc.usleep(600000) or 'done',
+                            timeout=5)
     done_after = time.monotonic() - started
     ticked = len(ticks)
     started = time.monotonic()
     try:
-        qmp.bounded(libc.usleep, 2000000, timeout=0.3, what='slow')
+        with qmp.offloaded():
+            qmp.bounded(libc.usleep, 2000000, timeout=0.3, what='slow')
         timed_out = False
     except qmp.CallTimeout:
         timed_out = True
