@@ -54,6 +54,9 @@ class DiskRow:
     features: Optional[list] = None
     other_host_clients: Optional[list] = None
     ceph_user: Optional[str] = None   # who read the image's Ceph status
+    #: Why some clients on other hosts could not be named, so that
+    #: [shared_cache] ignored_watchers could not apply to them.
+    names_error: Optional[str] = None
     findings: list = dataclasses.field(default_factory=list)
     # What the fixes need, not reported.
     live: object = dataclasses.field(default=None, repr=False)
@@ -159,7 +162,8 @@ class Auditor:
                 serial=defined.serial, cache=defined.cache,
                 shareable=defined.shareable, readonly=defined.readonly,
                 snapshot=defined.snapshot,
-                recorded=recorded.get((live_disk or defined).key),
+                recorded=domxml.recorded_mode(recorded,
+                                              live_disk or defined),
                 live_xml_cache=live_disk.cache if live_disk else None,
                 qemu=(qmp.live_cache(nodes, live_disk)
                       if nodes is not None and live_disk else None),
@@ -217,9 +221,7 @@ class Auditor:
                     seen[key] = client.call(
                         'read the status of %s as client.%s' % (key[0],
                                                                 key[2]),
-                        lambda c, spec=key[0]: cephops.image_status(
-                            c, spec, names=bool(
-                                self.settings.ignored_watchers)))
+                        lambda c, spec=key[0]: self._image_status(c, spec))
                 except exception.SharedCacheError as err:
                     errors.append({'image': key[0], 'error': str(err)})
             status = seen[key]
@@ -230,6 +232,24 @@ class Auditor:
                 w['address'] for w in status['watchers']
                 if not hostnet.is_local(w['address'], self._local)
                 and not cephops.ignored(w, self.settings.ignored_watchers)]
+            row.names_error = status.get('names_error')
+
+    def _image_status(self, cluster, spec):
+        """image_status, naming only the clients on other hosts.
+
+        This host's QEMUs always watch the images they use: naming them
+        would cost monitor commands for every disk and tell nothing.
+        """
+        status = cephops.image_status(cluster, spec)
+        remote = [w for w in status['watchers']
+                  if not hostnet.is_local(w['address'], self._local)]
+        if remote and self.settings.ignored_watchers:
+            problems = cephops.watcher_names(cluster, remote)
+            if problems:
+                status['names_error'] = '; '.join(problems) + (
+                    cephops.names_hint(problems, None).replace(
+                        'client.?', 'the Ceph user'))
+        return status
 
     # -- the audit ------------------------------------------------------------
 

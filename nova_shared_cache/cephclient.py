@@ -320,6 +320,7 @@ class Registry:
     def get(self, conffile, user, timeout, mon_host=None, key=None,
             cluster='ceph'):
         digest = hashlib.sha256(key.encode()).hexdigest() if key else None
+        cluster = cluster or 'ceph'
         identity = (cluster, conffile, user, timeout, mon_host, digest)
         with self._lock:
             client = self._clients.get(identity)

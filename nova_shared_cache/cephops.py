@@ -102,9 +102,11 @@ def other_watchers(cluster, image):
             for w in image.watchers_list() if str(w.get('id')) != own]
 
 
-def _mon_json(cluster, command, target=None):
+def _mon_json(cluster, command, target=None, timeout=0):
     """(JSON reply, None) or (None, why not) for a read-only mon command."""
     kwargs = {'target': target} if target is not None else {}
+    if timeout:
+        kwargs['timeout'] = timeout
     try:
         ret, out, err = cluster.mon_command(
             json.dumps(dict(command, format='json')), b'', **kwargs)
@@ -113,7 +115,7 @@ def _mon_json(cluster, command, target=None):
     if ret == -errno.EACCES:
         return None, 'access denied'
     if ret != 0:
-        return None, '%s (error %d)' % ((err or '').strip(), ret)
+        return None, '%s (error %d)' % (str(err or '').strip(), ret)
     try:
         return json.loads(out or b'null'), None
     except ValueError as error:
@@ -129,49 +131,82 @@ def _address_key(address):
     return text
 
 
-def watcher_names(cluster, watchers):
+def _dicts(value, key=None):
+    """The dicts in a JSON list (or in ``value[key]``); nothing else."""
+    if key is not None:
+        value = value.get(key) if isinstance(value, dict) else None
+    return [v for v in value if isinstance(v, dict)] \
+        if isinstance(value, list) else []
+
+
+def _mgr_module_clients(mgr):
+    """{address: (entity, module)} of the active mgr's module clients."""
+    found = {}
+    if not isinstance(mgr, dict):
+        return found
+    entity = 'mgr.%s' % mgr.get('active_name')
+    for client in _dicts(mgr, 'active_clients'):
+        for addr in _dicts(client, 'addrvec'):
+            found[_address_key('%s/%s' % (addr.get('addr'),
+                                          addr.get('nonce')))] = (
+                entity, client.get('name'))
+    return found
+
+
+def _monitors(cluster, timeout):
+    """Names of the monitors in quorum (else all in the monmap)."""
+    status, _ = _mon_json(cluster, {'prefix': 'quorum_status'},
+                          timeout=timeout)
+    names = status.get('quorum_names') if isinstance(status, dict) else None
+    if isinstance(names, list) and names:
+        return [str(n) for n in names], None
+    monmap, why = _mon_json(cluster, {'prefix': 'mon dump'}, timeout=timeout)
+    names = [str(m.get('name')) for m in _dicts(monmap, 'mons')
+             if m.get('name')]
+    return names, None if names else "'mon dump': %s" % (why or 'no mons')
+
+
+def watcher_names(cluster, watchers, timeout=0):
     """Name the Ceph entity behind each watcher, where Ceph lets us.
 
     A watcher shows only its global id and address. ``mgr dump`` names
     the active mgr's module clients by address (rbd_support holds watches
-    on the images it works on), and ``sessions`` on every monitor names
-    every client by global id; each needs a mon cap beyond ``profile rbd``
-    (``allow command "mgr dump"``, ``allow command sessions``).
+    on the images it works on), and ``sessions`` on every monitor in
+    quorum names every client by global id; each needs a mon cap beyond
+    ``profile rbd`` (``allow command "mgr dump"``, ``allow command
+    sessions``). ``timeout``: seconds for each monitor command.
 
     Fills ``watcher['name']`` (None when unknown); returns the reasons the
     names could not all be read (empty: all read, or nothing to read).
+    Never raises for what the monitors answer.
     """
-    problems = []
     if not watchers:
-        return problems
+        return []
     for watcher in watchers:
         watcher['name'] = None
-    by_address = {}
-    mgr, why = _mon_json(cluster, {'prefix': 'mgr dump'})
-    if mgr is None:
+    problems = []
+    mgr, why = _mon_json(cluster, {'prefix': 'mgr dump'}, timeout=timeout)
+    if why:
         problems.append("'mgr dump': %s" % why)
-    else:
-        name = 'mgr.%s' % mgr.get('active_name')
-        for client in mgr.get('active_clients') or []:
-            for addr in (client.get('addrvec') or []):
-                by_address[_address_key('%s/%s' % (
-                    addr.get('addr'), addr.get('nonce')))] = (
-                    name, client.get('name'))
+    by_address = _mgr_module_clients(mgr)
     by_id = {}
-    mons, why = _mon_json(cluster, {'prefix': 'mon dump'})
-    names = [m.get('name') for m in (mons or {}).get('mons') or []]
-    if mons is None:
-        problems.append("'mon dump': %s" % why)
-    for mon in names:
+    monitors, why = _monitors(cluster, timeout)
+    if why:
+        problems.append(why)
+    for mon in monitors:
         sessions, why = _mon_json(cluster, {'prefix': 'sessions'},
-                                  target=mon)
-        if sessions is None:
+                                  target=mon, timeout=timeout)
+        if why:
             problems.append("'sessions' on mon.%s: %s" % (mon, why))
+            if why == 'access denied':
+                break           # the same caps on every monitor
             continue
-        for session in sessions or []:
-            if session.get('global_id') is not None:
-                by_id[int(session['global_id'])] = session.get(
-                    'entity_name')
+        for session in _dicts(sessions):
+            try:
+                by_id[int(session.get('global_id'))] = str(
+                    session.get('entity_name'))
+            except (TypeError, ValueError):
+                continue
     for watcher in watchers:
         module = by_address.get(_address_key(watcher.get('address')))
         if module:
@@ -181,6 +216,14 @@ def watcher_names(cluster, watchers):
         if number.isdigit() and int(number) in by_id:
             watcher['name'] = by_id[int(number)]
     return problems if any(w['name'] is None for w in watchers) else []
+
+
+def names_hint(problems, user):
+    """What to grant so that watchers can be named, if caps are the cause."""
+    if not any('access denied' in p for p in problems):
+        return ''
+    return ("; give client.%s mon caps 'allow command sessions' and "
+            "'allow command \"mgr dump\"' to name it" % (user or '?'))
 
 
 def ignored(watcher, patterns):

@@ -23,6 +23,7 @@ from oslo_log import log as logging
 from nova_shared_cache import backends
 from nova_shared_cache import compat
 from nova_shared_cache import conf as sc_conf
+from nova_shared_cache.libvirt import domxml
 from nova_shared_cache import policy
 
 LOG = logging.getLogger(__name__)
@@ -217,6 +218,48 @@ class LibvirtSharedCacheDriver(libvirt_driver.LibvirtDriver):
             return super().swap_volume(context, old_connection_info,
                                        new_connection_info, instance,
                                        mountpoint, resize_to)
+
+    def _create_guest(self, context, xml, *args, **kwargs):
+        instance = args[0] if args else kwargs.get('instance')
+        with _instance_scope(instance):
+            xml = self._shared_xml(xml)
+        return super()._create_guest(context, xml, *args, **kwargs)
+
+    def _shared_xml(self, xml):
+        """Nova's XML, with its shared RBD disks made safe if they cache.
+
+        Nova builds most XML itself (through _set_cache_mode), but some
+        starts reuse an old live XML: unrescue starts the XML saved at
+        rescue. After a live switch (``fix --live``, the swap repair) that
+        XML still has the old cache mode, and the libvirt hook would refuse
+        the start. A caching RBD disk that is ``<shareable/>`` or recorded
+        as switched is corrected here, exactly as the hook would; any other
+        XML is returned as it is.
+        """
+        if not xml or not (domxml.METADATA_NS in xml
+                           or '<shareable' in xml):
+            return xml
+        try:
+            doc = domxml.parse(xml)
+            changed = domxml.fix_shared_disks(
+                doc, self._shared_settings.cache_mode)
+            if not changed:
+                return xml
+            fixed = domxml.to_text(doc)
+        except Exception as err:
+            LOG.warning("nova-shared-cache could not read the domain XML "
+                        "of instance %(instance)s to check its shared "
+                        "disks (%(type)s: %(err)s); starting it as Nova "
+                        "wrote it", {'instance': _INSTANCE_UUID.get(),
+                                     'type': type(err).__name__,
+                                     'err': err})
+            return xml
+        LOG.info("nova-shared-cache corrected the shared disk(s) of the XML "
+                 "Nova starts for instance %(instance)s: %(changes)s",
+                 {'instance': _INSTANCE_UUID.get() or 'unknown',
+                  'changes': '; '.join('%s: %s' % (d.target, ', '.join(c))
+                                       for d, c in changed)})
+        return fixed
 
     def _swap_volume(self, guest, disk_dev, conf, resize_to, *args,
                      **kwargs):

@@ -392,9 +392,9 @@ class RbdBackend(base.SharedVolumeBackend):
         if state.names_error:
             clients += (
                 " (its Ceph name is unknown, so [shared_cache] "
-                "ignored_watchers could not apply: %s; give client.%s mon "
-                "caps 'allow command sessions' and 'allow command \"mgr "
-                "dump\"' to name it)" % (state.names_error, who.get('user')))
+                "ignored_watchers could not apply: %s%s)" % (
+                    state.names_error, cephops.names_hint(
+                        [state.names_error], who.get('user'))))
         if self.settings.sharing_guard == 'refuse':
             raise exception.AttachRefused(
                 reason="[shared_cache] sharing_guard = refuse: the volume "

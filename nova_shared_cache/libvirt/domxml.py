@@ -108,7 +108,14 @@ class RbdDisk:
 
     @property
     def image_spec(self):
-        """pool[/namespace]/image for Ceph calls (the snapshot left out)."""
+        """pool[/namespace]/image for Ceph calls (the snapshot left out).
+
+        A name of another shape is passed on as it is (without the
+        snapshot), so that the Ceph call fails naming it rather than read
+        another image.
+        """
+        if len(self.spec.split('/')) not in (2, 3):
+            return self.spec.split('@', 1)[0]
         return '/'.join(p for p in (self.pool, self.namespace, self.image)
                         if p)
 
@@ -182,10 +189,12 @@ def sharing_hazard(disk, others_write, others_read=False):
 
 
 def recorded_disks(doc):
-    """{image key: cache mode} that ``fix --live`` recorded in ``doc``.
+    """{(image key, target): cache mode} that ``fix --live`` recorded.
 
     ``doc``: a domain, libvirt status or the metadata element itself (as
-    ``virDomainGetMetadata`` returns it). Anything unreadable: nothing.
+    ``virDomainGetMetadata`` returns it). An entry without a target (None)
+    applies to the image on any target; one without a cache mode says
+    ``none``. Anything unreadable: nothing.
     """
     if doc is None:
         return {}
@@ -203,32 +212,52 @@ def recorded_disks(doc):
             if (isinstance(disk.tag, str)
                     and etree.QName(disk).localname == 'disk'
                     and disk.get('image')):
-                found[disk.get('image')] = disk.get('cache')
+                found[(disk.get('image'), disk.get('target') or None)] = (
+                    disk.get('cache') or 'none')
     return found
+
+
+def recorded_mode(recorded, disk):
+    """The cache mode recorded for ``disk`` (image and target), or None."""
+    return recorded.get((disk.key, disk.target),
+                        recorded.get((disk.key, None)))
 
 
 def record_disk(current, disk, cache_mode):
     """The metadata text with ``disk`` recorded as switched to cache_mode.
 
     ``current``: what libvirt holds now (text, or None). Other disks'
-    entries are kept; the root has no namespace, libvirt adds it.
+    entries are kept, one per image and target; the root has no namespace,
+    libvirt adds it.
     """
     entries = recorded_disks(parse(current)) if current else {}
-    targets = {}
-    if current:
-        for element in parse(current):
-            if isinstance(element.tag, str) and element.get('image'):
-                targets[element.get('image')] = element.get('target')
-    entries[disk.key] = cache_mode
-    targets[disk.key] = disk.target
+    entries[(disk.key, disk.target)] = cache_mode
     root = etree.Element(METADATA_ROOT)
-    for image in sorted(entries):
+    for (image, target), mode in sorted(
+            entries.items(), key=lambda e: (e[0][0], e[0][1] or '')):
         element = etree.SubElement(root, 'disk', image=image)
-        if targets.get(image):
-            element.set('target', targets[image])
-        if entries[image]:
-            element.set('cache', entries[image])
+        if target:
+            element.set('target', target)
+        element.set('cache', mode)
     return etree.tostring(root, encoding='unicode')
+
+
+def fix_shared_disks(doc, cache_mode):
+    """Fix, in place, the caching RBD disks ``doc`` itself calls shared.
+
+    That is ``<shareable/>``, or recorded by ``fix --live``. Returns
+    [(disk, changes)] for the disks changed.
+    """
+    recorded = recorded_disks(doc)
+    changed = []
+    for disk in rbd_disks(doc):
+        if not disk.caches or disk.snapshot:
+            continue
+        if disk.shareable or recorded_mode(recorded, disk):
+            changes = fix_disk(disk.element, cache_mode)
+            if changes:
+                changed.append((disk, changes))
+    return changed
 
 
 def fix_disk(element, cache_mode):

@@ -82,8 +82,8 @@ def unsafe_disks(doc, name, status_dir=STATUS_DIR):
         if disk.shareable:
             found.append((disk, '<shareable/>'))
             continue
-        if disk.key in recorded:
-            mode = recorded[disk.key] or 'none'
+        mode = domxml.recorded_mode(recorded, disk)
+        if mode:
             found.append((disk, "switched to cache='%s' by nova-shared-cache "
                                 "fix --live" % mode))
             continue

@@ -765,6 +765,8 @@ def record(domain, disk, cache_mode, persistent, libvirt_mod=None):
             done[name] = 'recorded'
         except libvirt.libvirtError as err:
             done[name] = 'failed: %s' % err.get_error_message()
+        except Exception as err:    # the switch stands whatever happens
+            done[name] = 'failed: %s: %s' % (type(err).__name__, err)
     return done
 
 

@@ -61,7 +61,7 @@ def test_a_caching_disk_swapped_to_a_shared_volume(stack, compute,
         assert direct is True, 'the swapped-in shared disk still caches'
         assert (config.cache, config.shareable) == ('none', True)
         recorded = domxml.recorded_disks(domxml.parse(dom.XMLDesc(0)))
-        assert recorded == {live.key: 'none'}
+        assert recorded == {(live.key, 'vdb'): 'none'}
         assert console.run('echo alive').strip() == 'alive'
     finally:
         console.close()

@@ -284,9 +284,9 @@ class AuditTest(base.TestCase):
                          audit.record_live_fix(row, 'none'))
         # Recording twice keeps one entry per image.
         audit.record_live_fix(row, 'none')
-        self.assertEqual({SPEC: 'none'}, domxml.recorded_disks(
+        self.assertEqual({(SPEC, 'vdb'): 'none'}, domxml.recorded_disks(
             domxml.parse(dom.live)))
-        self.assertEqual({SPEC: 'none'}, domxml.recorded_disks(
+        self.assertEqual({(SPEC, 'vdb'): 'none'}, domxml.recorded_disks(
             domxml.parse(dom.config)))
         dom.config = xml('a', cache='none', shareable=True)  # fix --config
         dom.config = dom.config.replace('</devices>', '</devices>' + (
@@ -335,6 +335,34 @@ class AuditTest(base.TestCase):
         # Without Ceph nobody knows.
         rc, report = self.audit('--no-ceph')
         self.assertEqual((0, []), (rc, report['disks'][0]['shared_by']))
+
+    def test_a_service_client_on_another_host_is_not_sharing(self):
+        local = {'addr': '127.0.0.1:0/5', 'id': 4400, 'cookie': 2}
+        self.ceph.add_image(SPEC, watchers=[REMOTE, local])
+        self.ceph.sessions = {REMOTE['id']: 'client.rbd-mirror.b'}
+        self.domains = [FakeDomain('a', direct=True)]
+        rc, report = self.audit()
+        self.assertEqual((0, [], None), (
+            rc, report['disks'][0]['shared_by'],
+            report['disks'][0]['names_error']))
+        # Only the remote client is named: this host's QEMU is not asked
+        # about, and without the caps the client counts, with the reason.
+        asked = [c[1] for c in self.ceph.calls if c[0] == 'mon_command']
+        self.assertIn({'prefix': 'sessions', 'format': 'json'}, asked)
+        self.ceph.denied = {'sessions', 'mgr dump'}
+        rc, report = self.audit()
+        (disk,) = report['disks']
+        self.assertEqual(['clients on other hosts: 10.0.0.7:0/2041893277'],
+                         disk['shared_by'])
+        self.assertIn("'sessions' on mon.a: access denied",
+                      disk['names_error'])
+        self.assertIn("give the Ceph user mon caps", disk['names_error'])
+        # Nobody on another host: no monitor command at all.
+        self.ceph.calls.clear()
+        self.ceph.add_image(SPEC, watchers=[local])
+        self.audit()
+        self.assertEqual([], [c for c in self.ceph.calls
+                              if c[0] == 'mon_command'])
 
     def test_live_differs_from_definition(self):
         self.domains = [FakeDomain(

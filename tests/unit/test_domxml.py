@@ -89,20 +89,42 @@ class RecordTest(unittest.TestCase):
         root = domxml.parse(text)
         self.assertEqual(domxml.METADATA_ROOT, root.tag)
         self.assertEqual(2, len(root))
-        self.assertEqual({disks[0].key: 'none', disks[1].key: 'directsync'},
-                         domxml.recorded_disks(root))
+        recorded = domxml.recorded_disks(root)
+        self.assertEqual({(disks[0].key, 'vdb'): 'none',
+                          (disks[1].key, 'vdd'): 'directsync'}, recorded)
         self.assertEqual('volumes/ns/volume-1@snap', disks[0].key)
+        self.assertEqual('none', domxml.recorded_mode(recorded, disks[0]))
+
+    def test_a_record_applies_to_its_image_on_its_target(self):
+        disk = domxml.rbd_disks(domxml.parse(XML))[1]
+        recorded = domxml.recorded_disks(domxml.parse(
+            domxml.record_disk(None, disk, 'none')))
+        moved = domxml.RbdDisk(**dict(
+            {f.name: getattr(disk, f.name)
+             for f in domxml.dataclasses.fields(disk)}, target='vdc'))
+        self.assertIsNone(domxml.recorded_mode(recorded, moved))
+        # An entry without a target (or a cache mode) still applies.
+        recorded = domxml.recorded_disks(domxml.parse(
+            "<shared-disks><disk image='%s'/></shared-disks>" % disk.key))
+        self.assertEqual('none', domxml.recorded_mode(recorded, moved))
 
     def test_read_from_a_domain_and_ignores_others(self):
         doc = domxml.parse(
             "<domain><metadata><x:shared-disks xmlns:x='urn:other'>"
             "<disk image='p/a'/></x:shared-disks>"
-            "<nsc:shared-disks xmlns:nsc='%s'><disk image='p/b' cache='none'/>"
-            "<!-- c --></nsc:shared-disks></metadata></domain>"
-            % domxml.METADATA_NS)
-        self.assertEqual({'p/b': 'none'}, domxml.recorded_disks(doc))
+            "<nsc:shared-disks xmlns:nsc='%s'><disk image='p/b' cache='none'"
+            " target='vdb'/><!-- c --></nsc:shared-disks></metadata>"
+            "</domain>" % domxml.METADATA_NS)
+        self.assertEqual({('p/b', 'vdb'): 'none'},
+                         domxml.recorded_disks(doc))
         self.assertEqual({}, domxml.recorded_disks(domxml.parse(
             '<domain/>')))
+
+    def test_odd_names_are_not_read_as_another_image(self):
+        disk = domxml.rbd_disks(domxml.parse(XML))[0]
+        for name, spec in (('p/a/b/img@s', 'p/a/b/img'), ('img', 'img')):
+            disk.spec = name
+            self.assertEqual(spec, disk.image_spec)
 
 
 class FixDiskTest(unittest.TestCase):

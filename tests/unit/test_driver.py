@@ -308,3 +308,59 @@ class AttachPathTest(base.TestCase):
         vol_driver.connect_volume.assert_called_once()
         self.assertIn('reconnecting it as stock Nova would',
                       self.stdlog.logger.output)
+
+
+class StartXmlTest(base.TestCase):
+    """_create_guest corrects the shared disks of an old live XML.
+
+    (What unrescue starts.) Everything else is passed on as it is.
+    """
+
+    RECORDED = (
+        "<domain type='kvm'><name>instance-1</name><devices>"
+        "<disk type='network' device='disk'>"
+        "<driver name='qemu' type='raw' cache='writeback'/>"
+        "<source protocol='rbd' name='volumes/v1'/>"
+        "<target dev='vdb' bus='virtio'/></disk>"
+        "<disk type='network' device='disk'>"
+        "<driver name='qemu' type='raw' cache='writeback'/>"
+        "<source protocol='rbd' name='volumes/v2'/>"
+        "<target dev='vdc' bus='virtio'/></disk></devices>"
+        "<metadata><nsc:shared-disks xmlns:nsc='%s'>"
+        "<disk image='volumes/v1' target='vdb' cache='none'/>"
+        "</nsc:shared-disks></metadata></domain>")
+
+    def test_recorded_disk_corrected_others_untouched(self):
+        from nova_shared_cache.libvirt import domxml
+        drv = self.make_driver()
+        xml = self.RECORDED % domxml.METADATA_NS
+        fixed = drv._shared_xml(xml)
+        disks = {d.target: d for d in domxml.rbd_disks(domxml.parse(fixed))}
+        self.assertEqual(('none', True),
+                         (disks['vdb'].cache, disks['vdb'].shareable))
+        self.assertEqual(('writeback', False),
+                         (disks['vdc'].cache, disks['vdc'].shareable))
+        self.assertIn('corrected the shared disk(s)',
+                      self.stdlog.logger.output)
+
+    def test_other_xml_is_the_same_string(self):
+        drv = self.make_driver()
+        plain = self.RECORDED.split('<metadata>')[0] + '</domain>'
+        self.assertIs(plain, drv._shared_xml(plain))
+        broken = '<domain><shareable/>'
+        self.assertIs(broken, drv._shared_xml(broken))
+        self.assertIn('could not read the domain XML',
+                      self.stdlog.logger.output)
+
+    def test_create_guest_starts_the_corrected_xml(self):
+        from nova_shared_cache.libvirt import domxml
+        drv = self.make_driver()
+        seen = []
+        with mock.patch.object(sc_driver.libvirt_driver.LibvirtDriver,
+                               '_create_guest',
+                               side_effect=lambda ctx, xml, *a, **k:
+                               seen.append(xml)):
+            drv._create_guest(None, self.RECORDED % domxml.METADATA_NS,
+                              base.make_instance())
+        (disk, _) = domxml.rbd_disks(domxml.parse(seen[0]))
+        self.assertEqual('none', disk.cache)

@@ -133,6 +133,10 @@ class DecideTest(unittest.TestCase):
                           "fix --live", out.message)
         out = self.decide(['d1', 'prepare', 'begin', '-'], xml)
         self.assertEqual(hook.DENY, out.code)
+        # The record is for vdb: the image on another target is not it.
+        moved = xml.replace(b"dev='vdb'", b"dev='vdc'")
+        out = self.decide(['d1', 'restore', 'begin', '-'], moved, mode='fix')
+        self.assertEqual((0, b''), (out.code, out.stdout))
         # Without the record the same disk is a private one.
         out = self.decide(['d1', 'restore', 'begin', '-'],
                           domain('d1', disk(shareable=False)), mode='fix')

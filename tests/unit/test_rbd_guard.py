@@ -242,6 +242,22 @@ class GuardTest(base.TestCase):
         err = self.assertRefused(self.connect, shared=False)
         self.assertIn('client.4301', str(err))
 
+    def test_odd_monitor_replies_never_break_the_check(self):
+        from nova_shared_cache import cephops
+        watchers = [{'address': '10.0.0.8:0/77', 'client': 'client.4301'},
+                    {'address': None, 'client': None}]
+        for reply in (b'{"x": 1}', b'[1, "a", null]', b'not json',
+                      b'{"active_clients": [1, {"addrvec": "x"}]}',
+                      b'{"mons": null}', b'[{"global_id": "x"}]'):
+            cluster = mock.Mock()
+            cluster.mon_command.return_value = (0, reply, '')
+            problems = cephops.watcher_names(cluster, watchers)
+            self.assertEqual([None, None], [w['name'] for w in watchers])
+            self.assertIsInstance(problems, list)
+        cluster.mon_command.side_effect = RuntimeError('binding broke')
+        self.assertIn("'mgr dump': RuntimeError: binding broke",
+                      cephops.watcher_names(cluster, watchers))
+
     def test_unnamed_watchers_are_counted_and_the_cap_named(self):
         self.ceph.denied = {'sessions', 'mgr dump'}
         self.ceph.sessions = {4301: 'client.rbd-mirror.site-a'}
