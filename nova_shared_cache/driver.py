@@ -236,8 +236,8 @@ class LibvirtSharedCacheDriver(libvirt_driver.LibvirtDriver):
         as switched is corrected here, exactly as the hook would; any other
         XML is returned as it is.
         """
-        if not xml or not (domxml.METADATA_NS in xml
-                           or '<shareable' in xml):
+        if not isinstance(xml, str) or not (domxml.METADATA_NS in xml
+                                            or '<shareable' in xml):
             return xml
         try:
             doc = domxml.parse(xml)
