@@ -247,8 +247,7 @@ class Auditor:
             problems = cephops.watcher_names(cluster, remote)
             if problems:
                 status['names_error'] = '; '.join(problems) + (
-                    cephops.names_hint(problems, None).replace(
-                        'client.?', 'the Ceph user'))
+                    cephops.names_hint(problems, 'the Ceph user'))
         return status
 
     # -- the audit ------------------------------------------------------------

@@ -218,12 +218,12 @@ def watcher_names(cluster, watchers, timeout=0):
     return problems if any(w['name'] is None for w in watchers) else []
 
 
-def names_hint(problems, user):
-    """What to grant so that watchers can be named, if caps are the cause."""
+def names_hint(problems, who):
+    """What to grant ``who`` to name watchers, when caps are the cause."""
     if not any('access denied' in p for p in problems):
         return ''
-    return ("; give client.%s mon caps 'allow command sessions' and "
-            "'allow command \"mgr dump\"' to name it" % (user or '?'))
+    return ("; give %s mon caps 'allow command sessions' and "
+            "'allow command \"mgr dump\"' to name it" % who)
 
 
 def ignored(watcher, patterns):

@@ -227,7 +227,6 @@ class RbdBackend(base.SharedVolumeBackend):
         try:
             ref = cephops.parse_image_spec(spec)
             client = self.client(connection_info)
-            who['user'] = client.user
             state = client.call(
                 'inspect RBD image %s as client.%s' % (spec, client.user),
                 lambda cluster: self._inspect(cluster, ref, check_watchers))
@@ -235,7 +234,7 @@ class RbdBackend(base.SharedVolumeBackend):
                 self._single_client_features(client, ref, state,
                                              who, new_attachment)
             if check_watchers:
-                self._foreign_watchers(state, who)
+                self._foreign_watchers(state, who, client.user)
         except exception.AttachRefused:
             raise
         except Exception as err:
@@ -374,7 +373,7 @@ class RbdBackend(base.SharedVolumeBackend):
                    "warn" % (user, ref.pool, ' namespace=%s' % ref.namespace
                              if ref.namespace else ''), **who)
 
-    def _foreign_watchers(self, state, who):
+    def _foreign_watchers(self, state, who, user):
         for watcher in state.ignored:
             LOG.info("Volume %(volume_id)s (image %(volume)s): not counting "
                      "%(client)s at %(address)s (%(name)s%(module)s, "
@@ -394,7 +393,7 @@ class RbdBackend(base.SharedVolumeBackend):
                 " (its Ceph name is unknown, so [shared_cache] "
                 "ignored_watchers could not apply: %s%s)" % (
                     state.names_error, cephops.names_hint(
-                        [state.names_error], who.get('user'))))
+                        [state.names_error], 'client.%s' % user)))
         if self.settings.sharing_guard == 'refuse':
             raise exception.AttachRefused(
                 reason="[shared_cache] sharing_guard = refuse: the volume "

@@ -267,7 +267,8 @@ class GuardTest(base.TestCase):
         self.assertIn('client.4301 at 10.0.0.8:0/77', str(err))
         self.assertIn("its Ceph name is unknown", str(err))
         self.assertIn("'sessions' on mon.a: access denied", str(err))
-        self.assertIn('allow command sessions', str(err))
+        self.assertIn("give client.cinder mon caps 'allow command sessions'",
+                      str(err))
         # Nobody else has it open: no monitor command at all.
         self.ceph.calls.clear()
         self.ceph.add_image(SPEC, watchers=[])
