@@ -364,3 +364,44 @@ class StartXmlTest(base.TestCase):
                               base.make_instance())
         (disk, _) = domxml.rbd_disks(domxml.parse(seen[0]))
         self.assertEqual('none', disk.cache)
+
+
+class AfterSwapTest(base.TestCase):
+    """The repair after the block copy never fails the swap."""
+
+    def shared(self):
+        from nova_shared_cache import policy
+        return policy.SharedDisk(backend='rbd', volume_id='vol-1',
+                                 volume='volumes/volume-1')
+
+    def test_a_failed_repair_warns_with_the_remedy_and_never_raises(self):
+        from nova_shared_cache.libvirt import livefix
+        drv = self.make_driver()
+        guest = mock.Mock()
+        guest.name = 'instance-00000001'
+        for outcome in (RuntimeError('QEMU went away'),
+                        {'state': 'rolled-back',
+                         'live': {'error': 'pause the VM: no answer'}},
+                        {'state': 'not-switched', 'error': 'a block job'}):
+            with mock.patch.object(livefix, 'after_block_copy',
+                                   side_effect=[outcome]):
+                drv._after_swap(guest, 'vdb', self.shared())
+        log = self.stdlog.logger.output
+        self.assertEqual(3, log.count('could not be switched'))
+        self.assertIn('error: RuntimeError: QEMU went away', log)
+        self.assertIn('rolled-back: pause the VM: no answer', log)
+        self.assertIn('not-switched: a block job', log)
+        self.assertIn("'nova-shared-cache fix --live --domain "
+                      "instance-00000001'", log)
+
+    def test_an_unchanged_disk_is_silent_and_a_fixed_one_logged(self):
+        from nova_shared_cache.libvirt import livefix
+        drv = self.make_driver()
+        with mock.patch.object(livefix, 'after_block_copy',
+                               side_effect=[{'state': 'unchanged'},
+                                            {'state': 'fixed'}]):
+            drv._after_swap(mock.Mock(), 'vdb', self.shared())
+            self.assertNotIn('Swapped-in', self.stdlog.logger.output)
+            drv._after_swap(mock.Mock(), 'vdb', self.shared())
+        self.assertIn("disk vdb switched to cache='none'",
+                      self.stdlog.logger.output)
