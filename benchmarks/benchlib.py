@@ -9,9 +9,15 @@ import argparse
 import json
 import os
 import platform
+import random
 import statistics
 import subprocess
 import time
+
+#: Confidence level of every interval in the reports.
+CONFIDENCE = 0.95
+#: Bootstrap resamples per interval.
+RESAMPLES = 5000
 
 
 def summary(samples):
@@ -19,6 +25,83 @@ def summary(samples):
     samples = sorted(samples)
     return {'median': statistics.median(samples), 'min': samples[0],
             'max': samples[-1], 'n': len(samples)}
+
+
+def interval(samples, stat=statistics.median, confidence=CONFIDENCE,
+             resamples=RESAMPLES, seed=0):
+    """Percentile-bootstrap confidence interval of ``stat(samples)``.
+
+    ``samples`` are independent trials (for an A/B comparison, the ratio of
+    one interleaved pair each). Returns (low, high); with fewer than three
+    samples there is nothing to resample and the interval is the range.
+    """
+    samples = list(samples)
+    if len(samples) < 3:
+        return min(samples), max(samples)
+    rng = random.Random(seed)
+    n = len(samples)
+    stats = sorted(stat(rng.choices(samples, k=n))
+                   for _ in range(resamples))
+    tail = (1 - confidence) / 2
+    low = stats[int(tail * resamples)]
+    high = stats[min(resamples - 1, int((1 - tail) * resamples))]
+    return low, high
+
+
+def ratio_of_medians(a, b, target=None, lower_is_better=True,
+                     confidence=CONFIDENCE, resamples=RESAMPLES, seed=0):
+    """median(a) / median(b) with a bootstrap interval and a verdict.
+
+    For two groups of independent samples (not paired trial by trial):
+    each resample draws both groups anew.
+    """
+    a, b = list(a), list(b)
+    rng = random.Random(seed)
+    ratios = sorted(
+        statistics.median(rng.choices(a, k=len(a)))
+        / statistics.median(rng.choices(b, k=len(b)))
+        for _ in range(resamples))
+    tail = (1 - confidence) / 2
+    result = {'median': statistics.median(a) / statistics.median(b),
+              'low': ratios[int(tail * resamples)],
+              'high': ratios[min(resamples - 1,
+                                 int((1 - tail) * resamples))],
+              'n': [len(a), len(b)], 'confidence': confidence}
+    if target is not None:
+        result['target'] = target
+        result['verdict'] = verdict(result['low'], result['high'], target,
+                                    lower_is_better)
+    return result
+
+
+def verdict(low, high, target, lower_is_better=True):
+    """'met', 'missed' or 'cannot tell' for an interval against a target.
+
+    Met only when the whole interval is on the good side of the target,
+    missed only when it is all on the bad side: otherwise this machine's
+    noise cannot tell.
+    """
+    good = high <= target if lower_is_better else low >= target
+    bad = low > target if lower_is_better else high < target
+    return 'met' if good else 'missed' if bad else 'cannot tell'
+
+
+def ratio_summary(ratios, target=None, lower_is_better=True):
+    """summary() of per-trial ratios plus their interval and verdict."""
+    result = summary(ratios)
+    result['low'], result['high'] = interval(ratios)
+    result['confidence'] = CONFIDENCE
+    if target is not None:
+        result['target'] = target
+        result['verdict'] = verdict(result['low'], result['high'], target,
+                                    lower_is_better)
+    return result
+
+
+def fmt_ci(stats, digits=3):
+    """'median [low, high]' of a ratio_summary()."""
+    return '%.*f [%.*f, %.*f]' % (digits, stats['median'], digits,
+                                  stats['low'], digits, stats['high'])
 
 
 def table(headers, rows):
