@@ -16,8 +16,18 @@ disk the audit reports:
 The definition is the persistent one when the domain has it, else the live
 XML. After ``fix --live`` libvirt's live XML still shows the old cache mode
 (libvirt has no way to be told); QEMU's state is what counts.
+
+The questions that wait on someone else, one QMP query per running domain
+and one Ceph status per image, run up to ``workers`` at a time (a bounded
+pool of threads; ``audit --workers``). Each keeps its own bound (the QMP
+timeout, ``[shared_cache] ceph_timeout``), so a hung QEMU or a slow Ceph
+costs its own row an error after that bound and holds nothing else. The
+answers are used in the order the domains and images were found, so the
+report (rows, findings and errors, in order) is the one a sequential scan
+(``workers`` 1, no thread at all) makes.
 """
 
+import concurrent.futures
 import copy
 import dataclasses
 import time
@@ -99,17 +109,49 @@ class Report:
                 'seconds': round(self.seconds, 3)}
 
 
+#: QMP queries and Ceph status calls at a time, unless told otherwise
+#: (``audit --workers``).
+WORKERS = 8
+#: The most ``audit --workers`` accepts: every worker is a thread, and with
+#: a hung QEMU a second, bounded one.
+MAX_WORKERS = 64
+
+
+def in_order(function, items, workers):
+    """``[function(item) for item in items]``, ``workers`` at a time.
+
+    The results come back in the order of ``items`` whatever order the
+    calls end in. With one worker (or one item) the calls run one after
+    the other in this thread, as a plain loop. An exception of a call is
+    raised here (the first in ``items``' order) once no call runs any
+    more; calls not started yet are dropped then.
+    """
+    items = list(items)
+    if workers <= 1 or len(items) <= 1:
+        return [function(item) for item in items]
+    pool = concurrent.futures.ThreadPoolExecutor(
+        max_workers=min(workers, len(items)),
+        thread_name_prefix='nsc-audit')
+    try:
+        return list(pool.map(function, items))
+    finally:
+        # Every call is bounded: waiting for the ones under way is too.
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 class Auditor:
     """Reads the host once; ``scan()`` builds the Report."""
 
     def __init__(self, connection, settings, libvirt_user=None, ceph=True,
-                 registry=None, local_addresses=None):
+                 registry=None, local_addresses=None, workers=1):
         self.connection = connection
         self.settings = settings
         self.libvirt_user = libvirt_user
         self.ceph = ceph
         self.registry = registry or cephclient.REGISTRY
         self._local = local_addresses
+        #: QMP queries and Ceph status calls at a time (1: sequential).
+        self.workers = max(1, int(workers))
 
     # -- libvirt ---------------------------------------------------------
 
@@ -140,14 +182,23 @@ class Auditor:
                 raise
             yield domain, running, persistent, live, config
 
-    def _rows(self, domain, running, persistent, live, config, errors):
+    def _query_qemu(self, found):
+        """(QEMU's block nodes or None, errors) of one domain read.
+
+        Only a running domain with an RBD disk in its live XML is asked.
+        """
+        domain, running, _, live, _ = found
+        errors = []
+        if running and domxml.rbd_disks(live):
+            return self._qemu_nodes(domain, errors), errors
+        return None, errors
+
+    def _rows(self, domain, running, persistent, live, config, nodes=None):
+        """The rows of one domain; ``nodes``: its QEMU's (_query_qemu)."""
         live_disks = {d.target: d for d in domxml.rbd_disks(live)}
         config_disks = {d.target: d for d in domxml.rbd_disks(config)}
         if not (live_disks or config_disks):
             return []
-        nodes = None
-        if running and live_disks:
-            nodes = self._qemu_nodes(domain, errors)
         rows = []
         name = domain.name()
         recorded = dict(domxml.recorded_disks(config))
@@ -199,32 +250,46 @@ class Auditor:
         return (self.settings.ceph_user or disk.user or self.libvirt_user
                 or None)
 
+    def _read_status(self, key):
+        """(image status or None, error or None) of one (spec, mons, user).
+
+        Bounded by ``[shared_cache] ceph_timeout`` (cephclient).
+        """
+        spec, mon_host, user = key
+        if user is None:
+            return None, {'image': spec, 'error': (
+                'no Ceph user to read %s as: the disk names no '
+                '<auth username> and neither --ceph-user, '
+                '[shared_cache] ceph_user nor [libvirt] rbd_user is '
+                'set (client.admin is never assumed)' % spec)}
+        try:
+            client = self.registry.get(
+                self.settings.ceph_conf, user, self.settings.ceph_timeout,
+                mon_host=mon_host)
+            return client.call(
+                'read the status of %s as client.%s' % (spec, user),
+                lambda c: self._image_status(c, spec)), None
+        except exception.SharedCacheError as err:
+            return None, {'image': spec, 'error': str(err)}
+
     def _ceph_status(self, rows, errors):
-        seen = {}
+        keys = {}       # in the order found
         for row in rows:
             disk = row.live or row.config
             key = (disk.image_spec, disk.mon_host, self._ceph_user(disk))
             row.ceph_user = key[2]
-            if key not in seen:
-                seen[key] = None
-                if key[2] is None:
-                    errors.append({'image': key[0], 'error': (
-                        'no Ceph user to read %s as: the disk names no '
-                        '<auth username> and neither --ceph-user, '
-                        '[shared_cache] ceph_user nor [libvirt] rbd_user is '
-                        'set (client.admin is never assumed)' % key[0])})
-                    continue
-                try:
-                    client = self.registry.get(
-                        self.settings.ceph_conf, key[2],
-                        self.settings.ceph_timeout, mon_host=key[1])
-                    seen[key] = client.call(
-                        'read the status of %s as client.%s' % (key[0],
-                                                                key[2]),
-                        lambda c, spec=key[0]: self._image_status(c, spec))
-                except exception.SharedCacheError as err:
-                    errors.append({'image': key[0], 'error': str(err)})
-            status = seen[key]
+            keys[key] = None
+        keys = list(keys)
+        # One call per image; errors in the order the images were found.
+        seen = {}
+        for key, (status, error) in zip(keys, in_order(
+                self._read_status, keys, self.workers)):
+            seen[key] = status
+            if error is not None:
+                errors.append(error)
+        for row in rows:
+            disk = row.live or row.config
+            status = seen[(disk.image_spec, disk.mon_host, row.ceph_user)]
             if status is None:
                 continue
             row.features = status['single_client_features']
@@ -256,9 +321,12 @@ class Auditor:
         started = time.monotonic()
         report = Report()
         rows = []
-        for found in self._domains(names):
-            report.domains += 1
-            rows.extend(self._rows(*found, errors=report.errors))
+        domains = list(self._domains(names))
+        report.domains = len(domains)
+        for found, (nodes, errors) in zip(domains, in_order(
+                self._query_qemu, domains, self.workers)):
+            report.errors.extend(errors)
+            rows.extend(self._rows(*found, nodes=nodes))
         if self.ceph and rows:
             if self._local is None:
                 # Raises when they cannot be read: with every client taken

@@ -52,6 +52,16 @@ _libvirt_opts = [
 ]
 
 
+def _add_workers(parser):
+    parser.add_argument(
+        '--workers', metavar='N', default=audit.WORKERS,
+        type=cmd.whole_number('--workers', 1, audit.MAX_WORKERS),
+        help="QEMU monitors and Ceph images asked at a time while "
+             "scanning (default %(default)s; 1: one after the other). "
+             "Each question keeps its own time limit, and the report is "
+             "the same whatever N")
+
+
 def _add_parsers(subparsers):
     status = subparsers.add_parser(
         'status', help='features, size and clients of an RBD image')
@@ -90,6 +100,7 @@ def _add_parsers(subparsers):
                             'other hosts)')
     audit.add_argument('--ceph-user', metavar='USER',
                        help='instead of [shared_cache] ceph_user')
+    _add_workers(audit)
 
     fix = subparsers.add_parser(
         'fix', help='repair the shared RBD disks audit reports')
@@ -108,6 +119,7 @@ def _add_parsers(subparsers):
                      help='do not ask Ceph which images are shared')
     fix.add_argument('--ceph-user', metavar='USER',
                      help='instead of [shared_cache] ceph_user')
+    _add_workers(fix)
 
     install = subparsers.add_parser(
         'install-hook', help="install libvirt's qemu hook "
@@ -412,7 +424,8 @@ def auditor(conf, connection):
                                        ceph_user=conf.command.ceph_user)
     return settings, audit.Auditor(connection, settings,
                                    libvirt_user=conf.libvirt.rbd_user,
-                                   ceph=not conf.command.no_ceph)
+                                   ceph=not conf.command.no_ceph,
+                                   workers=conf.command.workers)
 
 
 def _qemu_text(qemu):

@@ -21,6 +21,7 @@ from nova_shared_cache import audit
 from nova_shared_cache.cmd import manage
 from nova_shared_cache import exception
 from nova_shared_cache.libvirt import domxml
+from nova_shared_cache.libvirt import qmp
 from tests.unit import base
 from tests.unit import fakeceph
 
@@ -177,7 +178,7 @@ class FakeConnection:
         pass
 
 
-class AuditTest(base.TestCase):
+class AuditCase(base.TestCase):
 
     def setUp(self):
         super().setUp()
@@ -214,6 +215,9 @@ class AuditTest(base.TestCase):
     def findings(self, report, name):
         (row,) = [d for d in report['disks'] if d['domain'] == name]
         return {(f['code'], f['where']) for f in row['findings']}
+
+
+class AuditTest(AuditCase):
 
     def test_clean_host(self):
         self.domains = [FakeDomain('a', xml('a', cache='none',
@@ -537,6 +541,254 @@ class AuditTest(base.TestCase):
         rc, _, err = self.run_cli('fix')
         self.assertEqual(2, rc)
         self.assertIn('fix needs --config, --live or both', err)
+
+
+REAL_MONITOR = qmp.Monitor
+
+
+class ScriptedMonitor:
+    """FakeMonitor with a delay, an error or a hang per domain.
+
+    Counts the questions in flight, so a test sees how many QEMUs were
+    asked at a time.
+    """
+
+    delays = {}
+    errors = set()
+    hangs = set()
+    in_flight = 0
+    most = 0
+    lock = threading.Lock()
+    release = threading.Event()
+
+    def __init__(self, domain):
+        self.domain = domain
+        self.name = domain.name()
+
+    def block_nodes(self):
+        cls = type(self)
+        if self.name in cls.hangs:
+            # The real Monitor with a QEMU that never answers: only its
+            # own bound (qmp.TIMEOUT) ends the wait.
+            return REAL_MONITOR(self.domain, send=lambda text: (
+                cls.release.wait(), '{}')[1]).block_nodes()
+        with cls.lock:
+            cls.in_flight += 1
+            cls.most = max(cls.most, cls.in_flight)
+        try:
+            time.sleep(cls.delays.get(self.name, 0))
+            if self.name in cls.errors:
+                raise qmp.QmpError(self.name, 'query-named-block-nodes',
+                                   'QEMU said no')
+            return FakeMonitor(self.domain).block_nodes()
+        finally:
+            with cls.lock:
+                cls.in_flight -= 1
+
+
+class ConcurrentAuditTest(AuditCase):
+    """--workers: the same report, QMP and Ceph asked N at a time."""
+
+    def setUp(self):
+        super().setUp()
+        monitor = type('Monitor', (ScriptedMonitor,), {
+            'delays': {}, 'errors': set(), 'hangs': set(), 'in_flight': 0,
+            'most': 0, 'lock': threading.Lock(),
+            'release': threading.Event()})
+        self.addCleanup(monitor.release.set)
+        self.monitor = monitor
+        self.useFixture(base.fixtures.MockPatch(
+            'nova_shared_cache.libvirt.qmp.Monitor', monitor))
+        # Twelve domains in pairs on six images: pairs 0, 2, 4 as Nova
+        # makes a multiattach disk, 1, 3, 5 caching without <shareable/>;
+        # one shut off; image 4 is missing in Ceph.
+        self.domains = []
+        for n in range(12):
+            pair = n // 2
+            spec = 'volumes/volume-%d' % pair
+            safe = pair % 2 == 0
+            if pair != 4:
+                self.ceph.add_image(spec, features=fakeceph.CINDER_MULTIATTACH
+                                    if pair else fakeceph.DEFAULT_FEATURES)
+            cache = 'none' if safe else 'writeback'
+            self.domains.append(FakeDomain(
+                'd%02d' % n,
+                xml('d%02d' % n, spec=spec, cache=cache, shareable=safe,
+                    index='2'),
+                xml('d%02d' % n, spec=spec, cache=cache, shareable=safe),
+                running=n != 7, direct=safe))
+        self.ceph_in_flight = {'now': 0, 'most': 0}
+        self.ceph_delays = {}
+        self.ceph_slow = set()
+        ceph_lock = threading.Lock()
+        real_status = audit.cephops.image_status
+
+        def image_status(cluster, spec):
+            with ceph_lock:
+                self.ceph_in_flight['now'] += 1
+                self.ceph_in_flight['most'] = max(
+                    self.ceph_in_flight['most'], self.ceph_in_flight['now'])
+            try:
+                time.sleep(self.ceph_delays.get(spec, 0))
+                if spec in self.ceph_slow:
+                    # librados' own bound (rados_osd_op_timeout) ended it.
+                    raise self.ceph.rbd.Timeout('timed out')
+                return real_status(cluster, spec)
+            finally:
+                with ceph_lock:
+                    self.ceph_in_flight['now'] -= 1
+        self.useFixture(base.fixtures.MockPatch(
+            'nova_shared_cache.cephops.image_status',
+            side_effect=image_status))
+
+    def report(self, *args):
+        rc, doc = self.audit(*args)
+        doc.pop('seconds')
+        return rc, doc
+
+    def test_the_report_is_the_sequential_one_in_its_order(self):
+        # Answers end in the reverse order of the questions, and some are
+        # errors: the report still follows the domains and images.
+        for n, dom in enumerate(self.domains):
+            self.monitor.delays[dom.name()] = (12 - n) * 0.01
+        self.monitor.errors.add('d03')
+        for pair in range(6):
+            self.ceph_delays['volumes/volume-%d' % pair] = (6 - pair) * 0.02
+        self.ceph_slow.add('volumes/volume-1')
+        rc, sequential = self.report('--workers', '1')
+        self.assertEqual(2, rc)
+        self.assertEqual(
+            [('domain', 'd03'), ('image', 'volumes/volume-1'),
+             ('image', 'volumes/volume-4')],
+            [next((k, v) for k, v in e.items() if k != 'error')
+             for e in sequential['errors']])
+        self.assertEqual(['d%02d' % n for n in range(12)],
+                         [d['domain'] for d in sequential['disks']])
+        self.assertEqual(19, sequential['findings'])
+        for workers in ('2', '8', '64'):
+            with self.subTest(workers=workers):
+                rc, concurrent = self.report('--workers', workers)
+                self.assertEqual(2, rc)
+                self.assertEqual(sequential, concurrent)
+        # The default asks eight at a time and reports the same.
+        self.monitor.most = 0
+        self.assertEqual((2, sequential), self.report())
+        self.assertEqual(8, self.monitor.most)
+
+    def test_questions_run_at_most_workers_at_a_time(self):
+        for dom in self.domains:
+            self.monitor.delays[dom.name()] = 0.05
+        for pair in range(6):
+            self.ceph_delays['volumes/volume-%d' % pair] = 0.05
+        self.report('--workers', '4')
+        self.assertEqual(4, self.monitor.most)
+        self.assertEqual(4, self.ceph_in_flight['most'])
+        self.monitor.most = 0
+        self.ceph_in_flight['most'] = 0
+        self.report('--workers', '1')
+        self.assertEqual((1, 1), (self.monitor.most,
+                                  self.ceph_in_flight['most']))
+
+    def test_a_hung_qemu_costs_only_its_row_and_its_bound(self):
+        self.useFixture(base.fixtures.MonkeyPatch(
+            'nova_shared_cache.libvirt.qmp.TIMEOUT', 0.5))
+        self.monitor.hangs.update({'d00', 'd06', 'd09'})
+        started = time.monotonic()
+        rc, report = self.report('--workers', '8')
+        elapsed = time.monotonic() - started
+        # One bound, not three after one another.
+        self.assertLess(elapsed, 1.4)
+        self.assertEqual(2, rc)
+        errors = [e for e in report['errors'] if 'domain' in e]
+        self.assertEqual(['d00', 'd06', 'd09'], [e['domain'] for e in errors])
+        for error in errors:
+            self.assertIn('run QMP query-named-block-nodes on domain %s: '
+                          'no answer within 0.5 s' % error['domain'],
+                          error['error'])
+        rows = {d['domain']: d for d in report['disks']}
+        for name, row in rows.items():
+            if name in ('d00', 'd06', 'd09', 'd07'):
+                self.assertIsNone(row['qemu'], name)
+            else:
+                self.assertIsNotNone(row['qemu'], name)
+        # The hung domains are still judged, the caching one on its live
+        # XML.
+        self.assertIn(('caching', 'live-xml'), self.findings(report, 'd06'))
+        self.assertEqual({('features', 'ceph')},
+                         self.findings(report, 'd00'))
+
+    def test_a_slow_ceph_costs_only_its_images_and_its_bound(self):
+        for spec in ('volumes/volume-0', 'volumes/volume-3'):
+            self.ceph_delays[spec] = 0.5
+            self.ceph_slow.add(spec)
+        started = time.monotonic()
+        rc, report = self.report('--workers', '8')
+        self.assertLess(time.monotonic() - started, 0.95)
+        self.assertEqual(2, rc)
+        errors = [e for e in report['errors'] if 'image' in e]
+        self.assertEqual(['volumes/volume-0', 'volumes/volume-3',
+                          'volumes/volume-4'],
+                         [e['image'] for e in errors])
+        self.assertIn('read the status of volumes/volume-0 as '
+                      'client.cinder: no answer within', errors[0]['error'])
+        for row in report['disks']:
+            unread = row['image'] in ('volumes/volume-0', 'volumes/volume-3',
+                                      'volumes/volume-4')
+            self.assertEqual(unread, row['features'] is None, row['image'])
+
+    def test_workers_is_checked_and_named(self):
+        for command in (('audit',), ('fix', '--config')):
+            for value in ('0', '65', 'many', '-1'):
+                with self.subTest(command=command, value=value):
+                    rc, out, err = self.run_cli(*command, '--workers', value)
+                    self.assertEqual((2, ''), (rc, out))
+                    self.assertIn("--workers must be a whole number from 1 "
+                                  "to 64, not '%s'" % value, err)
+                    rc, out, _ = self.run_cli(*command, '--json',
+                                              '--workers', value)
+                    doc = json.loads(out)
+                    self.assertEqual((2, 'UsageError'),
+                                     (rc, doc['error_type']))
+                    self.assertIn('--workers must be a whole number',
+                                  doc['error'])
+        self.open_libvirt.assert_not_called()
+        with mock.patch.object(audit, 'Auditor',
+                               wraps=audit.Auditor) as auditor:
+            self.report()
+            self.report('--workers', '3')
+            self.run_cli('fix', '--config', '--dry-run')
+        self.assertEqual([8, 3, 8], [c.kwargs['workers']
+                                     for c in auditor.call_args_list])
+
+
+class InOrderTest(base.TestCase):
+
+    def test_results_in_the_order_of_the_items(self):
+        def slow(n):
+            time.sleep((5 - n) * 0.01)
+            return n * 10
+        for workers in (1, 2, 5, 64):
+            self.assertEqual([0, 10, 20, 30, 40],
+                             audit.in_order(slow, range(5), workers))
+
+    def test_one_worker_is_a_plain_loop_in_this_thread(self):
+        threads = audit.in_order(lambda _: threading.current_thread(),
+                                 range(3), 1)
+        self.assertEqual([threading.current_thread()] * 3, threads)
+
+    def test_the_first_error_in_order_is_raised_after_the_rest(self):
+        ended = []
+
+        def call(n):
+            time.sleep(0.05 if n == 1 else 0)
+            ended.append(n)
+            if n in (1, 2):
+                raise ValueError(n)
+            return n
+        with self.assertRaises(ValueError) as caught:
+            audit.in_order(call, range(3), 3)
+        self.assertEqual((1,), caught.exception.args)
+        self.assertEqual([0, 1, 2], sorted(ended))
 
 
 class FakeLibvirtError(Exception):
