@@ -113,9 +113,102 @@ def memory(data, ax):
     ax.set_title('Compute process memory')
 
 
+def api_ops(data, axes):
+    r = data['results']
+    ops = ['attach', 'detach', 'boot', 'reboot']
+    labels = ['server add\nvolume', 'server remove\nvolume',
+              'boot from\nmultiattach vol.', 'hard reboot\n(vol. attached)']
+    ax = axes[0]
+    for n, (variant, name) in enumerate((('stock', 'stock Nova'),
+                                         ('extension', 'extension'))):
+        offset = (n - 0.5) * 0.35
+        for i, op in enumerate(ops):
+            samples = r['operations'][op][variant]['samples']
+            ax.plot([i + offset] * len(samples), samples, '.', alpha=0.4,
+                    color='C%d' % n)
+        ax.plot([i + offset for i in range(len(ops))],
+                [r['operations'][op][variant]['median'] for op in ops],
+                '_', markersize=18, markeredgewidth=2, color='C%d' % n,
+                label='%s (dots: samples, bar: median)' % name)
+    ax.set_xticks(range(len(ops)))
+    ax.set_xticklabels(labels, fontsize=8)
+    ax.set_ylabel('seconds, API request to state reached')
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8)
+    ax.set_title('Through the real API (lab cloud)')
+    ax = axes[1]
+    ratios = [r['operations'][op]['ratio'] for op in ops]
+    ax.errorbar(range(len(ops)), [q['median'] for q in ratios],
+                yerr=[[q['median'] - q['low'] for q in ratios],
+                      [q['high'] - q['median'] for q in ratios]],
+                fmt='o', capsize=4, label='median ratio, 95% interval')
+    target = ratios[0].get('target', 1.02)
+    ax.axhline(target, color='red', linestyle=':',
+               label='target <= %.2f' % target)
+    ax.axhline(1.0, color='grey', linewidth=0.5)
+    for i, q in enumerate(ratios):
+        ax.annotate(q.get('verdict', ''), (i, q['high']),
+                    textcoords='offset points', xytext=(0, 6),
+                    ha='center', fontsize=8)
+    ax.set_xticks(range(len(ops)))
+    ax.set_xticklabels(labels, fontsize=8)
+    ax.set_ylabel('extension / stock (median)')
+    ax.legend(fontsize=8)
+    ax.set_title('Ratio of medians')
+
+
+def audit_running(data, axes):
+    r = data['results']
+    sizes = sorted(int(n) for n in r['sizes'])
+    ax = axes[0]
+    for n, workers in enumerate(r['workers']):
+        key = str(workers)
+        name = 'workers %s' % (workers or 'default')
+        for size in sizes:
+            samples = r['sizes'][str(size)]['by_workers'][key][
+                'wall_samples_s']
+            ax.plot([size] * len(samples), samples, '.', alpha=0.4,
+                    color='C%d' % n)
+        fit = r['fits'][key]['wall']
+        ax.plot([0, sizes[-1]], [fit['intercept_s'], fit['intercept_s']
+                                 + fit['slope_s'] * sizes[-1]],
+                '-', color='C%d' % n, label='%s: %.1f ms/domain + %.2f s'
+                % (name, fit['slope_s'] * 1000, fit['intercept_s']))
+    ax.set_xlabel('running domains (TCG guests, one shared RBD disk each)')
+    ax.set_ylabel('seconds, whole audit --json command')
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8)
+    ax.set_title('audit of real running guests, QMP and Ceph asked')
+    ax = axes[1]
+    fits = [r['fits'][str(w)]['wall'] for w in r['workers']]
+    xs = range(len(fits))
+    ax.errorbar(xs, [f['value_s'] for f in fits],
+                yerr=[[f['value_s'] - f['low_s'] for f in fits],
+                      [f['high_s'] - f['value_s'] for f in fits]],
+                fmt='o', capsize=4, label='line at %d domains, 95%% '
+                'interval' % fits[0]['at'])
+    ax.axhline(fits[0]['target_s'], color='red', linestyle=':',
+               label='target < %g s' % fits[0]['target_s'])
+    for i, f in enumerate(fits):
+        ax.annotate('%.2f s, %s' % (f['value_s'], f['verdict']),
+                    (i, f['high_s']), textcoords='offset points',
+                    xytext=(0, 6), ha='center', fontsize=8)
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels(['--workers %s' % (w or 'default')
+                        for w in r['workers']])
+    ax.set_xlim(-0.5, len(fits) - 0.5)
+    ax.set_ylim(bottom=0)
+    ax.set_ylabel('seconds (extrapolated)')
+    ax.legend(fontsize=8)
+    ax.set_title('Extrapolated to %d running domains' % fits[0]['at'])
+
+
 PLOTS = {'xml_path': (xml_path, 1), 'guard_latency': (guard_latency, 1),
          'fio_datapath': (fio_datapath, 2), 'live_switch': (live_switch, 1),
-         'audit_scaling': (audit_scaling, 1), 'memory': (memory, 1)}
+         'audit_scaling': (audit_scaling, 1),
+         'audit_running': (audit_running, 2), 'memory': (memory, 1),
+         'api_ops': (api_ops, 2)}
 
 
 def main(argv):
