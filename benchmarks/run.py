@@ -34,6 +34,7 @@ BENCHMARKS = {
     'live_switch': (True, [], ['--switches', '1']),
     'audit_scaling': (False, [], ['--domains', '10', '100',
                                   '--trials', '1']),
+    'audit_running': (True, [], ['--sizes', '2', '6', '--trials', '2']),
     'memory': (True, [], ['--processes', '1']),
 }
 

@@ -99,6 +99,30 @@ def test_audit_scaling(tmp_path):
     assert r['scan_fit']['slope_s'] > 0
 
 
+def test_audit_running(stack, tmp_path):
+    r = smoke('audit_running', tmp_path)
+    assert r['workers'] == [1, 8]
+    for size in (2, 6):
+        s = r['sizes'][str(size)]
+        # Every domain was running and asked: QEMU answered QMP and Ceph
+        # the image status for every disk, pairs share an image.
+        assert s['domains'] == s['running'] == s['disks'] == size
+        assert s['qmp_answered'] == s['ceph_answered'] == size
+        assert s['images'] == size // 2
+        assert s['errors'] == 0
+        for workers in ('1', '8'):
+            assert s['by_workers'][workers]['wall_s']['n'] == 2
+            assert s['by_workers'][workers]['scan_s']['median'] > 0
+    # Pairs 0, 2... cache without <shareable/>: three findings per disk.
+    assert r['sizes']['2']['findings'] == 2 * 3
+    assert r['sizes']['6']['findings'] == 4 * 3
+    for workers in ('1', '8'):
+        line = r['fits'][workers]['wall']
+        assert line['at'] == 1000
+        assert line['low_s'] <= line['value_s'] <= line['high_s']
+        assert line['verdict'] in ('met', 'missed', 'cannot tell')
+
+
 def test_memory(stack, tmp_path):
     r = smoke('memory', tmp_path)
     assert r['stock']['peak']['median'] > 50
