@@ -7,8 +7,12 @@ already up, runs each benchmark with its default parameters (``--smoke``:
 tiny ones, to prove the scripts still work), writes ``DIR/NAME.json``
 (default ``benchmarks/results``) and the plots into ``DIR/plots`` (with
 ``--plots DIR`` elsewhere), and takes the stack down again if it started
-it (``--keep`` leaves it). ``tox -e bench`` runs this as root;
-``doc/performance.md`` reads these files.
+it (``--keep`` leaves it). The benchmarks of ``CLOUD`` run last, on the
+lab cloud (``tools/cloud``) with its venv's Python: the cloud is brought up
+if it is not, and taken down again afterwards if it was not up (the
+embedded stack goes with it; a stack that was up alone is brought up again,
+as a new one). ``tox -e bench`` runs this as root; ``doc/performance.md``
+reads these files.
 """
 
 import argparse
@@ -36,7 +40,23 @@ BENCHMARKS = {
                                   '--trials', '1']),
     'audit_running': (True, [], ['--sizes', '2', '6', '--trials', '2']),
     'memory': (True, [], ['--processes', '1']),
+    'api_ops': (False, [], ['--blocks', '1', '--per-block', '1']),
 }
+#: The benchmarks that need the lab cloud (tools/cloud) and its venv.
+CLOUD = {'api_ops'}
+CLOUD_TOOL = os.path.join(TOP, 'tools', 'cloud')
+
+
+def cloud_python():
+    venv = os.environ.get('NSC_CLOUD_VENV') or os.path.join(TOP,
+                                                            '.venv-cloud')
+    return os.path.join(venv, 'bin', 'python')
+
+
+def cloud_is_up():
+    return subprocess.call([CLOUD_TOOL, 'status'],
+                           stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL) == 0
 
 
 def main():
@@ -54,17 +74,31 @@ def main():
     env = dict(os.environ, PYTHONWARNINGS='ignore',
                PYTHONPATH=os.pathsep.join(
                    [TOP] + [p for p in [os.environ.get('PYTHONPATH')] if p]))
+    # The cloud's benchmarks last: taking the cloud down takes the
+    # embedded stack with it.
+    names = ([n for n in args.only if n not in CLOUD]
+             + [n for n in args.only if n in CLOUD])
     stack = None
-    if any(BENCHMARKS[name][0] for name in args.only):
-        probe = embedded_stack.Stack()
-        if not (probe.ceph.is_up() and probe.libvirt.is_up()):
-            print('==> bringing the embedded stack up', flush=True)
-            stack = embedded_stack.Stack().up()
+    probe = embedded_stack.Stack()
+    stack_was_up = probe.ceph.is_up() and probe.libvirt.is_up()
+    if any(BENCHMARKS[name][0] for name in names) and not stack_was_up:
+        print('==> bringing the embedded stack up', flush=True)
+        stack = embedded_stack.Stack().up()
     failed = []
+    cloud_up = None     # the cloud was up before: True/False; None: unused
     try:
-        for name in args.only:
+        for name in names:
             _, full, smoke = BENCHMARKS[name]
-            command = [sys.executable, os.path.join(HERE, name + '.py'),
+            python = sys.executable
+            if name in CLOUD:
+                python = cloud_python()
+                if cloud_up is None:
+                    cloud_up = cloud_is_up()
+                    if not cloud_up:
+                        print('==> bringing the lab cloud up: tools/cloud '
+                              'up', flush=True)
+                        subprocess.check_call([CLOUD_TOOL, 'up'])
+            command = [python, os.path.join(HERE, name + '.py'),
                        '--json', os.path.join(args.out, name + '.json')]
             command += smoke if args.smoke else full
             print('\n==> %s' % ' '.join(command[1:]), flush=True)
@@ -75,6 +109,16 @@ def main():
             if code:
                 failed.append(name)
     finally:
+        if cloud_up is False and not args.keep:
+            print('==> taking the lab cloud down: tools/cloud down',
+                  flush=True)
+            subprocess.call([CLOUD_TOOL, 'down'])
+            # It took the embedded stack with it.
+            stack = None
+            if stack_was_up:
+                print('==> bringing the embedded stack up again (a new '
+                      'one: it was up before the cloud)', flush=True)
+                embedded_stack.Stack().up()
         if stack is not None and not args.keep:
             stack.down()
     plots = args.plots or os.path.join(args.out, 'plots')
