@@ -22,7 +22,8 @@ the first poll (every ``--poll`` seconds, one GET) that shows the state.
 nova-compute runs stock Nova's ``libvirt.LibvirtDriver`` and the
 extension's ``shared_cache.LibvirtSharedCacheDriver`` in alternating blocks
 (order ABBA..., ``tools/cloud up --stock|--extension``: only nova-compute
-restarts; the servers keep running), so that drift of the machine hits both.
+restarts; the servers keep running), so that drift of the machine hits both;
+the first ``--warmup`` cycles after each switch are not timed.
 Both run with ``[libvirt] disk_cachemodes = network=writeback`` (a caching
 default for network disks, what the extension is for) and the extension's
 default ``cache_mode = none``: then both drivers must give the shared disk
@@ -291,6 +292,7 @@ class Bench:
         self.tag = uuid.uuid4().hex[:6]
         self.options = COMPUTE_OPTIONS[args.options]
         self.clean_up_error = None
+        self.load = {v: [] for v in VARIANTS}
         self.steps = {}
 
     # -- set-up, through the openstack command -------------------------------
@@ -440,23 +442,28 @@ class Bench:
 
     # -- one cycle of the four operations -------------------------------
 
-    def cycle(self, variant, number):
+    def cycle(self, variant, number, timed=True):
         api, settle = self.api, self.args.settle
-        self.times['attach'][variant].append(
+        times = self.times if timed else {op: {variant: []}
+                                          for op in OPERATIONS}
+        if timed:
+            # Whatever else loads the machine, per variant (cycle start).
+            self.load[variant].append(os.getloadavg()[0])
+        times['attach'][variant].append(
             api.attach(self.guest, self.shared))
         self.check_disk(variant, 'attach', self.guest, self.shared)
         time.sleep(settle)
-        self.times['detach'][variant].append(
+        times['detach'][variant].append(
             api.detach(self.guest, self.shared))
         time.sleep(settle)
-        self.times['reboot'][variant].append(api.hard_reboot(self.peer))
+        times['reboot'][variant].append(api.hard_reboot(self.peer))
         self.check_disk(variant, 'reboot', self.peer, self.shared)
         time.sleep(settle)
         took, server = api.boot_from_volume(
             'nsc-api-bfv-%s-%d' % (self.tag, number), self.flavor_id,
             self.boot_volume)
         self.made['servers'].append(server)
-        self.times['boot'][variant].append(took)
+        times['boot'][variant].append(took)
         try:
             self.check_disk(variant, 'boot', server, self.boot_volume)
         finally:
@@ -483,6 +490,13 @@ class Bench:
                 if variant != current:
                     self.switch(variant)
                     current = variant
+                    # The first cycle after a start is often slower (up to
+                    # 5 s against 1 s for an attach): untimed, so that
+                    # both variants' samples are of a warm nova-compute
+                    # however many starts each had.
+                    for _ in range(args.warmup):
+                        self.cycle(variant, number, timed=False)
+                        number += 1
                 for _ in range(args.per_block):
                     self.cycle(variant, number)
                     number += 1
@@ -549,6 +563,8 @@ class Bench:
             'switch_method': self.args.switch,
             'set_up_steps': self.steps,
             'clean_up_error': self.clean_up_error,
+            'load_1min': {v: benchlib.summary(self.load[v])
+                          for v in VARIANTS if self.load[v]},
             'commit': _commit(),
         }
 
@@ -583,15 +599,22 @@ def report(results, args):
          'extension p95', 'ratio ext/stock [95% CI]',
          'verdict (<= %.2f)' % TARGET], rows)
     d = results['durations']
-    text += ('\n\n%d blocks per variant (%s), %d cycles each: %d samples '
+    text += ('\n\n%d blocks per variant (%s), %d cycles each (and %d '
+             'untimed after each switch): %d samples '
              'per operation and variant; polled every %.2f s. Switching '
              'nova-compute (%s): %.1f s median (%d switches). Set-up %.0f s, '
              'measured %.0f s, total %.0f s.'
              % (args.blocks, ' '.join(v[0].upper() for v in results['order']),
-                args.per_block, args.blocks * args.per_block, args.poll,
+                args.per_block, args.warmup, args.blocks * args.per_block,
+                args.poll,
                 args.switch, results['switch_s']['median'],
                 results['switch_s']['n'],
                 d['set_up_s'], d.get('measured_s', 0), d['total_s']))
+    load = results.get('load_1min') or {}
+    if len(load) == len(VARIANTS):
+        text += (' Load average (1 min) at the cycles\' start, median: '
+                 'stock %.1f, extension %.1f (2 cores).'
+                 % (load['stock']['median'], load['extension']['median']))
     return text
 
 
@@ -604,6 +627,8 @@ def main():
                              '(default 6)')
     parser.add_argument('--first', choices=VARIANTS, default='stock',
                         help='the variant of the first block')
+    parser.add_argument('--warmup', type=int, default=1,
+                        help='untimed cycles after each switch (default 1)')
     parser.add_argument('--poll', type=float, default=0.15,
                         help='seconds between polls (default 0.15)')
     parser.add_argument('--settle', type=float, default=1.0,
