@@ -40,7 +40,8 @@ BENCHMARKS = {
                                   '--trials', '1']),
     'audit_running': (True, [], ['--sizes', '2', '6', '--trials', '2']),
     'memory': (True, [], ['--processes', '1']),
-    'api_ops': (False, [], ['--blocks', '1', '--per-block', '1']),
+    'api_ops': (False, [], ['--blocks', '1', '--per-block', '1',
+                            '--warmup', '0', '--settle', '0']),
 }
 #: The benchmarks that need the lab cloud (tools/cloud) and its venv.
 CLOUD = {'api_ops'}
