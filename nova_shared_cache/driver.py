@@ -30,23 +30,27 @@ LOG = logging.getLogger(__name__)
 CONF = nova.conf.CONF
 sc_conf.register_opts(CONF)
 
-# NOTE: _set_cache_mode(conf) is not given the volume it configures, nor the
-# instance. Both are carried in context variables, set around the Nova calls
-# that have them; contextvars are per thread and per greenthread, so
-# concurrent attaches on one compute cannot see each other's values. Each is
-# read in the thread that set it (Nova calls these methods synchronously;
-# the one operation Nova hands to another thread, _live_migration_operation,
-# sets its own). Nova 34's native threads are pool threads that keep their
-# context from one task to the next: every value is reset where it was set,
-# on errors too (tests/functional/test_threading.py).
-_CONNECTION_INFO = contextvars.ContextVar('nova_shared_cache_connection_info',
-                                          default=None)
+# NOTE: the policy decides each volume disk right after Nova's
+# _get_volume_config built it, from that call's connection_info. Nova's
+# second pass over every disk (_get_guest_storage_config calls
+# _set_cache_mode again) gives a <shareable/> disk cache 'none': with
+# cache_mode directsync the disks the policy made shared are remembered
+# (_shared_disks) and set back. The instance, which Nova 34 no longer
+# passes to _get_volume_config, is only needed for the log line: the entry
+# points that know it set it in a context variable (per thread and per
+# greenthread, so concurrent operations on one compute cannot see each
+# other's; Nova 34's pool threads keep their context from task to task, so
+# every value is reset where it was set, on errors too:
+# tests/functional/test_threading.py).
 _INSTANCE_UUID = contextvars.ContextVar('nova_shared_cache_instance_uuid',
                                         default=None)
 # True inside the operations that attach a volume to an instance anew
 # (attach, swap, spawn); False for reconnects of an existing attachment.
 _NEW_ATTACHMENT = contextvars.ContextVar('nova_shared_cache_new_attachment',
                                          default=False)
+# Inside swap_volume: the SharedDisk of the volume swapped in, if shared.
+_SWAPPED_IN = contextvars.ContextVar('nova_shared_cache_swapped_in',
+                                     default=None)
 
 # Nova's class as imported: the startup check inspects it, whatever later
 # rebinds the module's name (tests/nova_peer puts this class there).
@@ -79,12 +83,14 @@ class LibvirtSharedCacheDriver(libvirt_driver.LibvirtDriver):
         # initialises, so a bad setting changes nothing.
         compat.check(_NOVA_DRIVER, compat.nova_version())
         self._shared_settings = sc_conf.load(CONF)
+        self._shared_cache_mode = self._shared_settings.cache_mode
         self._shared_backends = backends.load(
             self._shared_settings.enabled_backends, CONF)
         # Shared disk configs built from a volume, mapped to what the policy
-        # found: _get_guest_storage_config calls _set_cache_mode a second
-        # time on each volume disk, outside _get_volume_config.
-        self._shared_disks = weakref.WeakKeyDictionary()
+        # found, for Nova's second pass, which sets 'none' on them: needed
+        # only when that is not the policy's mode.
+        self._shared_disks = (None if self._shared_cache_mode == 'none'
+                              else weakref.WeakKeyDictionary())
         super().__init__(virtapi, read_only)
         for backend in self._shared_backends:
             backend.bind_host(self._host)
@@ -116,51 +122,43 @@ class LibvirtSharedCacheDriver(libvirt_driver.LibvirtDriver):
 
     # -- the XML path -----------------------------------------------------
 
-    def _get_volume_config(self, *args, **kwargs):
-        # Plain set/reset rather than context managers: this runs for every
-        # volume disk Nova configures (benchmarks/xml_path.py).
-        info_token = _CONNECTION_INFO.set(compat.argument(
-            _VOLUME_CONFIG_PARAMS, 'connection_info', args, kwargs))
-        instance = (compat.argument(_VOLUME_CONFIG_PARAMS, 'instance', args,
-                                    kwargs)
-                    if _VOLUME_CONFIG_HAS_INSTANCE else None)
-        uuid_token = (_INSTANCE_UUID.set(getattr(instance, 'uuid', None))
-                      if instance is not None else None)
-        try:
-            return super()._get_volume_config(*args, **kwargs)
-        finally:
-            if uuid_token is not None:
-                _INSTANCE_UUID.reset(uuid_token)
-            _CONNECTION_INFO.reset(info_token)
+    # Explicit parameters and calls through Nova's class rather than
+    # super(): this runs for every volume disk Nova configures, and a disk
+    # that is not multiattach must cost next to nothing
+    # (benchmarks/xml_path.py). _NOVA_DRIVER is the direct base class.
+    if _VOLUME_CONFIG_HAS_INSTANCE:
+        def _get_volume_config(self, instance, connection_info, disk_info):
+            conf = _NOVA_DRIVER._get_volume_config(self, instance,
+                                                   connection_info, disk_info)
+            if (isinstance(connection_info, dict)
+                    and connection_info.get('multiattach') is True):
+                self._decide(conf, connection_info, instance)
+            return conf
+    else:
+        def _get_volume_config(self, connection_info, disk_info):
+            conf = _NOVA_DRIVER._get_volume_config(self, connection_info,
+                                                   disk_info)
+            if (isinstance(connection_info, dict)
+                    and connection_info.get('multiattach') is True):
+                self._decide(conf, connection_info)
+            return conf
 
-    def _set_cache_mode(self, conf):
-        super()._set_cache_mode(conf)
-        # Nova has decided; the policy overrides it on shared disks only.
-        # Inside _get_volume_config the disk is new (first pass); a disk
-        # seen again (the second pass in _get_guest_storage_config) was
-        # classified and logged then, and Nova has just reset its cache.
-        connection_info = _CONNECTION_INFO.get()
-        first_pass = connection_info is not None
-        if first_pass:
-            shared = policy.classify(connection_info, self._shared_backends)
-            if shared is None:
-                return
-            self._shared_disks[conf] = shared
-        else:
-            shared = self._shared_disks.get(conf)
-            if shared is None:
-                return
-        changes = policy.plan(conf, self._shared_settings.cache_mode, shared)
-        if not changes:
+    def _decide(self, conf, connection_info, instance=None):
+        """Apply the policy to a multiattach volume's disk Nova built."""
+        shared = policy.classify(connection_info, self._shared_backends)
+        if shared is None:
             return
+        if self._shared_disks is not None:
+            self._shared_disks[conf] = shared
         novas_cache = conf.driver_cache
-        policy.apply(conf, changes)
-        if first_pass:
+        changes = self._enforce(conf, shared)
+        if changes:
             LOG.info(
                 "Shared disk enforced for instance %(instance)s: volume "
                 "%(volume_id)s (backend %(backend)s, %(volume)s), cache "
                 "%(old)s -> %(new)s%(more)s",
-                {'instance': _INSTANCE_UUID.get() or 'unknown',
+                {'instance': (getattr(instance, 'uuid', None)
+                              or _INSTANCE_UUID.get() or 'unknown'),
                  'volume_id': shared.volume_id,
                  'backend': shared.backend,
                  'volume': shared.volume,
@@ -169,6 +167,26 @@ class LibvirtSharedCacheDriver(libvirt_driver.LibvirtDriver):
                  'more': ''.join('; %s %s -> %s' % (c.attr, c.old, c.new)
                                  for c in changes
                                  if c.attr != 'driver_cache')})
+
+    def _set_cache_mode(self, conf):
+        _NOVA_DRIVER._set_cache_mode(self, conf)
+        # Nova's second pass over every disk (_get_guest_storage_config)
+        # resets the cache: a <shareable/> disk gets 'none', which is
+        # already the policy's mode unless it is directsync. Only disks
+        # the policy decided are changed back, without a second log line.
+        if (getattr(conf, 'shareable', False)
+                and conf.driver_cache != self._shared_cache_mode
+                and self._shared_disks is not None):
+            shared = self._shared_disks.get(conf)
+            if shared is not None:
+                self._enforce(conf, shared)
+
+    def _enforce(self, conf, shared):
+        """Apply the policy to one shared disk; return what it changed."""
+        changes = policy.plan(conf, self._shared_cache_mode, shared)
+        if changes:
+            policy.apply(conf, changes)
+        return changes
 
     # -- the connect-time hook --------------------------------------------
 
@@ -214,7 +232,10 @@ class LibvirtSharedCacheDriver(libvirt_driver.LibvirtDriver):
 
     def swap_volume(self, context, old_connection_info, new_connection_info,
                     instance, mountpoint, resize_to):
-        with _instance_scope(instance), _scope(_NEW_ATTACHMENT, True):
+        swapped_in = policy.classify(new_connection_info,
+                                     self._shared_backends)
+        with _instance_scope(instance), _scope(_NEW_ATTACHMENT, True), \
+                _scope(_SWAPPED_IN, swapped_in):
             return super().swap_volume(context, old_connection_info,
                                        new_connection_info, instance,
                                        mountpoint, resize_to)
@@ -265,7 +286,7 @@ class LibvirtSharedCacheDriver(libvirt_driver.LibvirtDriver):
                      **kwargs):
         super()._swap_volume(guest, disk_dev, conf, resize_to, *args,
                              **kwargs)
-        shared = self._shared_disks.get(conf)
+        shared = _SWAPPED_IN.get()
         if shared is None:
             return
         # NOTE: libvirt's block copy keeps the old disk's cache mode and

@@ -62,14 +62,15 @@ def find_backend(connection_info, backends: Iterable):
 
 def classify(connection_info, backends: Iterable) -> Optional[SharedDisk]:
     """Return a SharedDisk if this volume is shared and a backend owns it."""
+    # On every multiattach volume disk Nova configures: plain loops and a
+    # positional tuple (benchmarks/xml_path.py).
     if not is_multiattach(connection_info):
         return None
-    backend = find_backend(connection_info, backends)
-    if backend is None:
-        return None
-    return SharedDisk(backend=backend.name,
-                      volume_id=volume_id(connection_info),
-                      volume=backend.describe(connection_info))
+    for backend in backends:
+        if backend.owns(connection_info):
+            return SharedDisk(backend.name, volume_id(connection_info),
+                              backend.describe(connection_info))
+    return None
 
 
 def plan(disk, cache_mode, shared: SharedDisk) -> list:
@@ -89,10 +90,15 @@ def plan(disk, cache_mode, shared: SharedDisk) -> list:
             reason="its format is %r; only raw disks can be written by "
                    "several instances, a format layer caches metadata in "
                    "each QEMU process" % fmt)
-
-    return [Change(attr, getattr(disk, attr, None), value)
-            for attr, value in zip(ENFORCED_ATTRS, (True, cache_mode, 'raw'))
-            if getattr(disk, attr, None) != value]
+    shareable = getattr(disk, 'shareable', None)
+    cache = getattr(disk, 'driver_cache', None)
+    if shareable is True and cache == cache_mode and fmt == 'raw':
+        return []       # what Nova makes of a multiattach RBD disk
+    return [Change(attr, old, new)
+            for attr, old, new in zip(ENFORCED_ATTRS,
+                                      (shareable, cache, fmt),
+                                      (True, cache_mode, 'raw'))
+            if old != new]
 
 
 def apply(disk, changes):

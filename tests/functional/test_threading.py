@@ -3,10 +3,11 @@
 tox -e functional-nova34-threading runs this suite as Nova 34's
 nova-compute runs by default: native threads, eventlet not importable;
 the other functional envs run it under eventlet (greenthreads). The driver
-carries the volume and the instance of the disk being configured in
-context variables; here several attaches (and then hard reboots) are held
-inside the driver at the same moment, each with its own values set, and
-every domain must still get the XML of its own volume.
+carries the instance of the operation in a context variable and remembers
+the disks it made shared; here several attaches (and then hard reboots) are
+held inside the driver at the same moment, each with its own values set,
+and every domain must still get the XML of its own volume and the log line
+of its own instance.
 """
 
 from concurrent import futures
@@ -40,22 +41,23 @@ class ConcurrentOperationsTest(base.SharedCacheFunctionalTest):
     def hold_volume_disks(self, parties):
         """Hold every volume disk's configuration until ``parties`` are in.
 
-        The hold is in Nova's _set_cache_mode, which the extension calls
-        first: each thread has set its own volume and instance and reads
-        them only after every other one has set theirs. The barrier opens
-        again for the next ``parties`` operations.
+        The hold is at the end of Nova's _get_volume_config, before the
+        extension decides on the disk Nova built: each thread has set its
+        own instance and reads it only after every other one has set
+        theirs. The barrier opens again for the next ``parties`` operations.
         """
         barrier = threading.Barrier(parties, timeout=HOLD)
-        novas = libvirt_driver.LibvirtDriver._set_cache_mode
+        novas = libvirt_driver.LibvirtDriver._get_volume_config
 
-        def held(driver, conf):
-            if sc_driver._CONNECTION_INFO.get() is not None:
-                self.held.append(threading.current_thread().ident)
-                barrier.wait()
-            return novas(driver, conf)
+        def held(driver, *args, **kwargs):
+            conf = novas(driver, *args, **kwargs)
+            self.held.append(threading.current_thread().ident)
+            barrier.wait()
+            return conf
 
         self.useFixture(fixtures.MonkeyPatch(
-            'nova.virt.libvirt.driver.LibvirtDriver._set_cache_mode', held))
+            'nova.virt.libvirt.driver.LibvirtDriver._get_volume_config',
+            held))
 
     def in_parallel(self, function, items):
         with futures.ThreadPoolExecutor(len(items)) as pool:
@@ -141,7 +143,6 @@ class NothingLeftInPoolThreadsTest(base.SharedCacheFunctionalTest):
 
         def look():
             return (threading.current_thread().ident,
-                    sc_driver._CONNECTION_INFO.get(),
                     sc_driver._INSTANCE_UUID.get(),
                     sc_driver._NEW_ATTACHMENT.get())
 
@@ -150,6 +151,6 @@ class NothingLeftInPoolThreadsTest(base.SharedCacheFunctionalTest):
             first = pool.submit(attach_then_fail)
             second = pool.submit(look)
             ident = first.result()
-            self.assertEqual((ident, None, None, False), second.result())
+            self.assertEqual((ident, None, False), second.result())
         self.assertIn('Shared disk enforced for instance %s'
                       % server['id'], self.stdlog.logger.output)

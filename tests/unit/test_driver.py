@@ -405,3 +405,57 @@ class AfterSwapTest(base.TestCase):
             drv._after_swap(mock.Mock(), 'vdb', self.shared())
         self.assertIn("disk vdb switched to cache='none'",
                       self.stdlog.logger.output)
+
+
+class DecideOnceTest(base.TestCase):
+    """The policy decides where Nova builds the disk, once per disk."""
+
+    def test_cache_none_needs_no_memory_and_nova_second_pass_keeps_it(self):
+        drv = self.make_driver()
+        self.assertIsNone(drv._shared_disks)
+        conf = base.volume_config(drv, base.connection_info())
+        drv._set_cache_mode(conf)       # _get_guest_storage_config's pass
+        self.assertEqual('none', conf.driver_cache)
+        self.assertTrue(conf.shareable)
+
+    def test_directsync_remembers_only_shared_disks(self):
+        self.shared_cache_flags(cache_mode='directsync')
+        drv = self.make_driver()
+        shared = base.volume_config(drv, base.connection_info())
+        plain = base.volume_config(drv, base.connection_info(
+            multiattach=False))
+        self.assertIn(shared, drv._shared_disks)
+        self.assertNotIn(plain, drv._shared_disks)
+
+    def test_swap_marks_a_shared_volume_swapped_in(self):
+        seen = []
+
+        def novas_swap(drv, context, old, new, instance, mountpoint,
+                       resize_to):
+            seen.append(sc_driver._SWAPPED_IN.get())
+
+        drv = self.make_driver()
+        with mock.patch.object(sc_driver._NOVA_DRIVER, 'swap_volume',
+                               novas_swap):
+            for new in (base.connection_info(),
+                        base.connection_info(multiattach=False),
+                        base.connection_info(base.ISCSI_CONNECTION_INFO)):
+                drv.swap_volume(None, {}, new, base.make_instance(),
+                                '/dev/vdb', 0)
+        self.assertEqual(base.VOLUME_ID, seen[0].volume_id)
+        self.assertEqual([None, None], seen[1:])
+        self.assertIsNone(sc_driver._SWAPPED_IN.get())
+
+    def test_the_repair_runs_after_the_copy_of_a_shared_volume_only(self):
+        drv = self.make_driver()
+        shared = mock.sentinel.shared
+        with mock.patch.object(sc_driver._NOVA_DRIVER, '_swap_volume'), \
+                mock.patch.object(drv, '_after_swap') as after:
+            drv._swap_volume(mock.sentinel.guest, 'vdb', None, 0)
+            after.assert_not_called()
+            token = sc_driver._SWAPPED_IN.set(shared)
+            try:
+                drv._swap_volume(mock.sentinel.guest, 'vdb', None, 0)
+            finally:
+                sc_driver._SWAPPED_IN.reset(token)
+        after.assert_called_once_with(mock.sentinel.guest, 'vdb', shared)
