@@ -49,17 +49,32 @@ def interval(samples, stat=statistics.median, confidence=CONFIDENCE,
 
 
 def ratio_of_medians(a, b, target=None, lower_is_better=True,
-                     confidence=CONFIDENCE, resamples=RESAMPLES, seed=0):
+                     confidence=CONFIDENCE, resamples=RESAMPLES, seed=0,
+                     block=None):
     """median(a) / median(b) with a bootstrap interval and a verdict.
 
-    For two groups of independent samples (not paired trial by trial):
-    each resample draws both groups anew.
+    For two groups of samples not paired one by one: each resample draws
+    both groups anew. With ``block``, the samples came in blocks of that
+    many consecutive ones run under the same conditions (one start of a
+    service, say); whole blocks are drawn then, so that what differs from
+    block to block widens the interval instead of passing for independent
+    noise.
     """
     a, b = list(a), list(b)
     rng = random.Random(seed)
+
+    def chunks(samples):
+        if not block:
+            return [[x] for x in samples]
+        return [samples[i:i + block] for i in range(0, len(samples), block)]
+
+    def draw(groups):
+        picked = rng.choices(groups, k=len(groups))
+        return [x for group in picked for x in group]
+
+    a_groups, b_groups = chunks(a), chunks(b)
     ratios = sorted(
-        statistics.median(rng.choices(a, k=len(a)))
-        / statistics.median(rng.choices(b, k=len(b)))
+        statistics.median(draw(a_groups)) / statistics.median(draw(b_groups))
         for _ in range(resamples))
     tail = (1 - confidence) / 2
     result = {'median': statistics.median(a) / statistics.median(b),
@@ -67,11 +82,29 @@ def ratio_of_medians(a, b, target=None, lower_is_better=True,
               'high': ratios[min(resamples - 1,
                                  int((1 - tail) * resamples))],
               'n': [len(a), len(b)], 'confidence': confidence}
+    if block:
+        result['block'] = block
     if target is not None:
         result['target'] = target
         result['verdict'] = verdict(result['low'], result['high'], target,
                                     lower_is_better)
     return result
+
+
+def difference_of_medians(a, b, confidence=CONFIDENCE,
+                          resamples=RESAMPLES, seed=0):
+    """median(a) - median(b) with a bootstrap interval (independent groups)."""
+    a, b = list(a), list(b)
+    rng = random.Random(seed)
+    diffs = sorted(
+        statistics.median(rng.choices(a, k=len(a)))
+        - statistics.median(rng.choices(b, k=len(b)))
+        for _ in range(resamples))
+    tail = (1 - confidence) / 2
+    return {'median': statistics.median(a) - statistics.median(b),
+            'low': diffs[int(tail * resamples)],
+            'high': diffs[min(resamples - 1, int((1 - tail) * resamples))],
+            'n': [len(a), len(b)], 'confidence': confidence}
 
 
 def verdict(low, high, target, lower_is_better=True):

@@ -91,15 +91,22 @@ def main():
         stage: results['extension'][stage]['median']
         - results['stock'][stage]['median']
         for stage in ('imported', 'attached', 'peak')}
+    # Processes are independent: the difference of the medians with a
+    # bootstrap interval (no target is set for memory).
+    results['added_ci'] = {
+        stage: benchlib.difference_of_medians(
+            [r[stage] for r in samples['extension']],
+            [r[stage] for r in samples['stock']])
+        for stage in ('imported', 'attached', 'peak')}
     rows = []
     for stage, label in (('imported', 'after the imports'),
                          ('attached', 'after one attach'),
                          ('peak', 'peak (ru_maxrss)')):
         rows.append([label, benchlib.fmt(results['stock'][stage], 1),
                      benchlib.fmt(results['extension'][stage], 1),
-                     '%+.1f' % results['added_mib'][stage]])
+                     benchlib.fmt_ci(results['added_ci'][stage], 1)])
     text = benchlib.table(['resident memory (MiB)', 'stock Nova',
-                           'extension', 'added (median)'], rows)
+                           'extension', 'added [95% CI]'], rows)
     text += ('\n\n%d processes each, median (min-max).' % args.processes)
     benchlib.finish(args, 'memory', results, text)
 

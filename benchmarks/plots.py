@@ -33,13 +33,19 @@ def _bars(ax, labels, series, ylabel):
 
 def xml_path(data, ax):
     r = data['results']
-    modes = ['none', 'directsync']
-    _bars(ax, ['cache_mode = %s\nratio %.3f' % (m, r[m]['ratio']['median'])
-               for m in modes],
-          [('stock Nova', [r[m]['stock_us'] for m in modes]),
-           ('extension', [r[m]['extension_us'] for m in modes])],
+    cases = [c for c in r if isinstance(r[c], dict) and 'ratio' in r[c]]
+    _bars(ax, ['%s\nratio %s' % (c, _ci(r[c]['ratio'])) for c in cases],
+          [('stock Nova', [r[c]['stock_us'] for c in cases]),
+           ('extension', [r[c]['extension_us'] for c in cases])],
           'microseconds per disk config')
     ax.set_title('Disk XML path: _get_volume_config + _set_cache_mode')
+
+
+def _ci(ratio):
+    if 'low' not in ratio:
+        return '%.3f' % ratio['median']
+    return '%.3f [%.3f, %.3f]' % (ratio['median'], ratio['low'],
+                                  ratio['high'])
 
 
 def guard_latency(data, ax):

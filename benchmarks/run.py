@@ -29,8 +29,8 @@ from nova_shared_cache_lab import stack as embedded_stack  # noqa: E402
 
 #: name: (needs the real stack, full arguments, smoke arguments)
 BENCHMARKS = {
-    'xml_path': (False, ['--callgrind', '3000'],
-                 ['--trials', '2', '--calls', '50']),
+    'xml_path': (False, ['--callgrind', '10000'],
+                 ['--rounds', '2', '--calls', '50']),
     'guard_latency': (True, [], ['--trials', '2', '--calls', '3',
                                  '--cold', '2']),
     'fio_datapath': (True, [], ['--trials', '1', '--runtime', '1',

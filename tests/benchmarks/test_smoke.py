@@ -46,15 +46,25 @@ def smoke(name, tmp_path):
 
 def test_xml_path(tmp_path):
     r = smoke('xml_path', tmp_path)
-    # With cache_mode none the policy changes nothing: same XML as stock.
-    assert r['none']['stock_xml'] == r['none']['extension_xml']
-    assert "cache=\"none\"" in r['none']['stock_xml']
-    assert 'cache="directsync"' in r['directsync']['extension_xml']
-    assert 'cache="directsync"' not in r['directsync']['stock_xml']
-    for mode in ('none', 'directsync'):
-        assert r[mode]['ratio']['n'] == 2
-        assert r[mode]['stock_us']['median'] > 0
-        assert r[mode]['extension_us']['median'] > 0
+    none = r['shared, cache_mode none']
+    directsync = r['shared, cache_mode directsync']
+    plain = r['not multiattach']
+    # With cache_mode none the policy changes nothing: same XML as stock;
+    # a volume that is not multiattach is never touched.
+    assert none['stock_xml'] == none['extension_xml']
+    assert 'cache="none"' in none['stock_xml']
+    assert plain['stock_xml'] == plain['extension_xml']
+    assert '<shareable/>' not in plain['stock_xml']
+    assert 'cache="directsync"' in directsync['extension_xml']
+    assert 'cache="directsync"' not in directsync['stock_xml']
+    for case, target in ((none, 1.05), (directsync, None), (plain, 1.01)):
+        assert case['ratio']['n'] == 2
+        assert case['ratio']['low'] <= case['ratio']['median']
+        assert case['ratio']['median'] <= case['ratio']['high']
+        assert case['ratio'].get('target') == target
+        assert case['stock_us']['median'] > 0
+        assert case['extension_us']['median'] > 0
+    assert none['ratio']['verdict'] in ('met', 'missed', 'cannot tell')
     # One INFO line per disk the policy changed (directsync only).
     assert r['log_lines'] > 0
 
@@ -66,6 +76,11 @@ def test_guard_latency(stack, tmp_path):
     # Opening the image costs more than not looking at all, and a new
     # Ceph connection more than a cached one.
     assert r['multiattach']['added_ms'] > 0
+    for name in ('multiattach', 'not multiattach'):
+        added = r[name]['added']
+        assert added['low'] <= added['median'] <= added['high']
+        assert added['target'] == 5.0
+        assert added['verdict'] in ('met', 'missed', 'cannot tell')
     assert r['cold']['median'] > r['multiattach']['median']
 
 
@@ -76,6 +91,9 @@ def test_fio_datapath(stack, tmp_path):
     for c in r['configurations']:
         assert c['iops']['median'] > 0, c
         assert c['errors'] == 0, c
+        # Sharing one image is judged against two separate images.
+        judged = (c['layout'], c['mode']) == ('shared', 'none')
+        assert ('verdict' in c['vs_separate']) == judged, c
     assert 'exclusive-lock' in r['features']['locked']
     assert 'exclusive-lock' not in r['features']['shared']
     assert 'exclusive-lock' not in r['features']['separate']
@@ -85,6 +103,7 @@ def test_live_switch(stack, tmp_path):
     r = smoke('live_switch', tmp_path)
     # One switch of each of the two guests.
     assert r['pause_ms']['n'] == 2
+    assert r['pause_ms']['verdict'] in ('met', 'missed', 'cannot tell')
     assert 0 < r['pause_ms']['median'] <= r['switch_ms']['median']
     assert r['domains'] >= 2
 
@@ -129,3 +148,5 @@ def test_memory(stack, tmp_path):
     assert r['extension']['peak']['median'] > 50
     # The Ceph bindings and the guard's connection are not free.
     assert r['added_mib']['attached'] > 0
+    added = r['added_ci']['attached']
+    assert added['low'] <= added['median'] <= added['high']
