@@ -50,7 +50,9 @@ def volume_id(connection_info):
 
 
 def is_multiattach(connection_info):
-    return bool(connection_info) and connection_info.get('multiattach') is True
+    # Anything but a dict (None, a test's sentinel) is not a shared volume.
+    return (isinstance(connection_info, dict)
+            and connection_info.get('multiattach') is True)
 
 
 def find_backend(connection_info, backends: Iterable):

@@ -5,6 +5,7 @@ Each of these fails when the plugin's substitution is removed
 tests.nova_peer.plugin``); the Nova tests themselves would pass either way.
 """
 
+import sys
 import unittest
 from unittest import mock
 
@@ -46,11 +47,18 @@ def test_novas_tests_instantiate_and_run_the_extension():
         drivers.append(self)
         real_init(self, *args, **kwargs)
 
-    # _set_cache_mode of the subclass reads this context variable first.
-    connection_info = mock.Mock(wraps=sc_driver._CONNECTION_INFO)
+    # The subclass's _set_cache_mode calls Nova's through Nova's class:
+    # who called it is recorded.
+    novas = sc_driver._NOVA_DRIVER._set_cache_mode
+    callers = []
+
+    def spy(self, conf):
+        callers.append(sys._getframe(1).f_code.co_qualname)
+        return novas(self, conf)
+
     with mock.patch.object(EXTENSION, '__init__', init), \
-            mock.patch.object(sc_driver, '_CONNECTION_INFO',
-                              connection_info):
+            mock.patch.object(sc_driver._NOVA_DRIVER, '_set_cache_mode',
+                              spy):
         _run_nova_test(test_driver.LibvirtConnTestCase('test_set_cache_mode'))
 
     assert len(drivers) == 1
@@ -58,7 +66,7 @@ def test_novas_tests_instantiate_and_run_the_extension():
     assert type(driver) is EXTENSION
     # The extension's own __init__ ran (settings and backends loaded).
     assert [b.name for b in driver._shared_backends] == ['rbd']
-    assert connection_info.get.call_count == 1
+    assert callers == ['LibvirtSharedCacheDriver._set_cache_mode']
 
 
 def test_extension_sees_novas_class_under_novas_name():

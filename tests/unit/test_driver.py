@@ -439,11 +439,12 @@ class DecideOnceTest(base.TestCase):
                                novas_swap):
             for new in (base.connection_info(),
                         base.connection_info(multiattach=False),
-                        base.connection_info(base.ISCSI_CONNECTION_INFO)):
+                        base.connection_info(base.ISCSI_CONNECTION_INFO),
+                        mock.sentinel.not_a_dict, None):
                 drv.swap_volume(None, {}, new, base.make_instance(),
                                 '/dev/vdb', 0)
         self.assertEqual(base.VOLUME_ID, seen[0].volume_id)
-        self.assertEqual([None, None], seen[1:])
+        self.assertEqual([None] * 4, seen[1:])
         self.assertIsNone(sc_driver._SWAPPED_IN.get())
 
     def test_the_repair_runs_after_the_copy_of_a_shared_volume_only(self):
