@@ -207,20 +207,6 @@ def check(report, count):
     return seen
 
 
-def fit(points):
-    """Least-squares line through (x, y): slope, intercept, r^2."""
-    n = len(points)
-    mx = sum(x for x, _ in points) / n
-    my = sum(y for _, y in points) / n
-    sxx = sum((x - mx) ** 2 for x, _ in points)
-    sxy = sum((x - mx) * (y - my) for x, y in points)
-    slope = sxy / sxx if sxx else 0.0
-    intercept = my - slope * mx
-    ss_tot = sum((y - my) ** 2 for _, y in points)
-    ss_res = sum((y - (intercept + slope * x)) ** 2 for x, y in points)
-    return slope, intercept, 1 - ss_res / ss_tot if ss_tot else 1.0
-
-
 def extrapolation(points, at, target):
     """The fitted line's value at ``at``, its interval and a verdict.
 
@@ -228,9 +214,9 @@ def extrapolation(points, at, target):
     ``target`` seconds.
     """
     def predict(sample):
-        slope, intercept, _ = fit(sample)
+        slope, intercept, _ = benchlib.fit(sample)
         return intercept + slope * at
-    slope, intercept, r2 = fit(points)
+    slope, intercept, r2 = benchlib.fit(points)
     low, high = benchlib.interval(points, stat=predict)
     return {'slope_s': slope, 'intercept_s': intercept, 'r2': r2,
             'at': at, 'value_s': intercept + slope * at, 'low_s': low,
@@ -248,7 +234,7 @@ def growth(points):
     import math
 
     def exponent(sample):
-        return fit([(math.log(x), math.log(y)) for x, y in sample])[0]
+        return benchlib.fit([(math.log(x), math.log(y)) for x, y in sample])[0]
     low, high = benchlib.interval(points, stat=exponent)
     return {'exponent': exponent(points), 'low': low, 'high': high,
             'verdict': benchlib.verdict(low, high, 1.0)}

@@ -83,20 +83,6 @@ def run_audit(conf_file):
     return wall, json.loads(proc.stdout)
 
 
-def fit(points):
-    """Least-squares line through (x, y): slope, intercept, r^2."""
-    n = len(points)
-    mx = sum(x for x, _ in points) / n
-    my = sum(y for _, y in points) / n
-    sxx = sum((x - mx) ** 2 for x, _ in points)
-    sxy = sum((x - mx) * (y - my) for x, y in points)
-    slope = sxy / sxx if sxx else 0.0
-    intercept = my - slope * mx
-    ss_tot = sum((y - my) ** 2 for _, y in points)
-    ss_res = sum((y - (intercept + slope * x)) ** 2 for x, y in points)
-    return slope, intercept, 1 - ss_res / ss_tot if ss_tot else 1.0
-
-
 def main():
     parser = benchlib.parser(__doc__.split('\n')[0])
     parser.add_argument('--domains', type=int, nargs='+',
@@ -129,9 +115,9 @@ def main():
             wall_points += [(count, w) for w in walls]
             scan_points += [(count, s) for s in scans]
     results['wall_fit'] = dict(zip(('slope_s', 'intercept_s', 'r2'),
-                                   fit(wall_points)))
+                                   benchlib.fit(wall_points)))
     results['scan_fit'] = dict(zip(('slope_s', 'intercept_s', 'r2'),
-                                   fit(scan_points)))
+                                   benchlib.fit(scan_points)))
     rows = []
     for count in args.domains:
         r = results['sizes'][str(count)]

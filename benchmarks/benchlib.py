@@ -39,13 +39,42 @@ def interval(samples, stat=statistics.median, confidence=CONFIDENCE,
     if len(samples) < 3:
         return min(samples), max(samples)
     rng = random.Random(seed)
-    n = len(samples)
-    stats = sorted(stat(rng.choices(samples, k=n))
-                   for _ in range(resamples))
+    return _bounds([stat(rng.choices(samples, k=len(samples)))
+                    for _ in range(resamples)], confidence)
+
+
+def _bounds(stats, confidence):
+    """The two-sided percentile bounds of bootstrap statistics."""
+    stats = sorted(stats)
     tail = (1 - confidence) / 2
-    low = stats[int(tail * resamples)]
-    high = stats[min(resamples - 1, int((1 - tail) * resamples))]
-    return low, high
+    return (stats[int(tail * len(stats))],
+            stats[min(len(stats) - 1, int((1 - tail) * len(stats)))])
+
+
+def _two_groups(a, b, combine, confidence, resamples, seed, block=None):
+    """combine(median(a), median(b)), its bootstrap bounds and the counts.
+
+    Each resample draws both groups anew; with ``block``, whole runs of
+    that many consecutive samples are drawn.
+    """
+    a, b = list(a), list(b)
+    rng = random.Random(seed)
+
+    def chunks(samples):
+        if not block:
+            return [[x] for x in samples]
+        return [samples[i:i + block] for i in range(0, len(samples), block)]
+
+    def draw(groups):
+        picked = rng.choices(groups, k=len(groups))
+        return statistics.median([x for group in picked for x in group])
+
+    a_groups, b_groups = chunks(a), chunks(b)
+    low, high = _bounds([combine(draw(a_groups), draw(b_groups))
+                         for _ in range(resamples)], confidence)
+    return {'median': combine(statistics.median(a), statistics.median(b)),
+            'low': low, 'high': high, 'n': [len(a), len(b)],
+            'confidence': confidence}
 
 
 def ratio_of_medians(a, b, target=None, lower_is_better=True,
@@ -60,28 +89,8 @@ def ratio_of_medians(a, b, target=None, lower_is_better=True,
     block to block widens the interval instead of passing for independent
     noise.
     """
-    a, b = list(a), list(b)
-    rng = random.Random(seed)
-
-    def chunks(samples):
-        if not block:
-            return [[x] for x in samples]
-        return [samples[i:i + block] for i in range(0, len(samples), block)]
-
-    def draw(groups):
-        picked = rng.choices(groups, k=len(groups))
-        return [x for group in picked for x in group]
-
-    a_groups, b_groups = chunks(a), chunks(b)
-    ratios = sorted(
-        statistics.median(draw(a_groups)) / statistics.median(draw(b_groups))
-        for _ in range(resamples))
-    tail = (1 - confidence) / 2
-    result = {'median': statistics.median(a) / statistics.median(b),
-              'low': ratios[int(tail * resamples)],
-              'high': ratios[min(resamples - 1,
-                                 int((1 - tail) * resamples))],
-              'n': [len(a), len(b)], 'confidence': confidence}
+    result = _two_groups(a, b, lambda x, y: x / y, confidence,
+                         resamples, seed, block)
     if block:
         result['block'] = block
     if target is not None:
@@ -94,17 +103,8 @@ def ratio_of_medians(a, b, target=None, lower_is_better=True,
 def difference_of_medians(a, b, confidence=CONFIDENCE,
                           resamples=RESAMPLES, seed=0):
     """median(a) - median(b) with a bootstrap interval (independent groups)."""
-    a, b = list(a), list(b)
-    rng = random.Random(seed)
-    diffs = sorted(
-        statistics.median(rng.choices(a, k=len(a)))
-        - statistics.median(rng.choices(b, k=len(b)))
-        for _ in range(resamples))
-    tail = (1 - confidence) / 2
-    return {'median': statistics.median(a) - statistics.median(b),
-            'low': diffs[int(tail * resamples)],
-            'high': diffs[min(resamples - 1, int((1 - tail) * resamples))],
-            'n': [len(a), len(b)], 'confidence': confidence}
+    return _two_groups(a, b, lambda x, y: x - y, confidence, resamples,
+                       seed)
 
 
 def verdict(low, high, target, lower_is_better=True):
@@ -135,6 +135,20 @@ def fmt_ci(stats, digits=3):
     """'median [low, high]' of a ratio_summary()."""
     return '%.*f [%.*f, %.*f]' % (digits, stats['median'], digits,
                                   stats['low'], digits, stats['high'])
+
+
+def fit(points):
+    """Least-squares line through (x, y): slope, intercept, r^2."""
+    n = len(points)
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    sxy = sum((x - mx) * (y - my) for x, y in points)
+    slope = sxy / sxx if sxx else 0.0
+    intercept = my - slope * mx
+    ss_tot = sum((y - my) ** 2 for _, y in points)
+    ss_res = sum((y - (intercept + slope * x)) ** 2 for x, y in points)
+    return slope, intercept, 1 - ss_res / ss_tot if ss_tot else 1.0
 
 
 def table(headers, rows):
