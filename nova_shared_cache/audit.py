@@ -155,8 +155,8 @@ class Auditor:
 
     # -- libvirt ---------------------------------------------------------
 
-    def _domains(self, names):
-        import libvirt
+    def _listed(self, names):
+        """The domains to audit: all, or those ``names`` (each must exist)."""
         domains = self.connection.listAllDomains()
         if names:
             known = {d.name(): d for d in domains}
@@ -166,21 +166,39 @@ class Auditor:
                     what='find domain(s) %s' % ', '.join(missing),
                     reason='no such domain on %s' % self.connection.getURI())
             domains = [known[n] for n in names]
-        for domain in domains:
-            try:
-                running = bool(domain.isActive())
-                persistent = bool(domain.isPersistent())
-                live = domxml.parse(domain.XMLDesc(0))
-                config = live
-                if running and persistent:
-                    config = domxml.parse(domain.XMLDesc(
-                        libvirt.VIR_DOMAIN_XML_INACTIVE))
-            except libvirt.libvirtError as err:
-                # Gone between listing and reading: not this host's anymore.
-                if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                    continue
-                raise
-            yield domain, running, persistent, live, config
+        return domains
+
+    @staticmethod
+    def _read_domain(domain):
+        """(domain, running, persistent, live, config), or None if gone."""
+        import libvirt
+        try:
+            running = bool(domain.isActive())
+            persistent = bool(domain.isPersistent())
+            live = domxml.parse(domain.XMLDesc(0))
+            config = live
+            if running and persistent:
+                config = domxml.parse(domain.XMLDesc(
+                    libvirt.VIR_DOMAIN_XML_INACTIVE))
+        except libvirt.libvirtError as err:
+            # Gone between listing and reading: not this host's anymore.
+            if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise
+        return domain, running, persistent, live, config
+
+    def _domains(self, names):
+        for found in in_order(self._read_domain, self._listed(names),
+                              self.workers):
+            if found is not None:
+                yield found
+
+    def _read_and_query(self, domain):
+        """(the domain read, (QEMU's block nodes, errors)): one pool task."""
+        found = self._read_domain(domain)
+        if found is None:
+            return None, (None, [])
+        return found, self._query_qemu(found)
 
     def _query_qemu(self, found):
         """(QEMU's block nodes or None, errors) of one domain read.
@@ -321,10 +339,13 @@ class Auditor:
         started = time.monotonic()
         report = Report()
         rows = []
-        domains = list(self._domains(names))
-        report.domains = len(domains)
-        for found, (nodes, errors) in zip(domains, in_order(
-                self._query_qemu, domains, self.workers)):
+        # Each domain's XML and its QEMU's block nodes, ``workers`` domains
+        # at a time; the report keeps libvirt's order.
+        read = [(found, queried) for found, queried in in_order(
+            self._read_and_query, self._listed(names), self.workers)
+            if found is not None]
+        report.domains = len(read)
+        for found, (nodes, errors) in read:
             report.errors.extend(errors)
             rows.extend(self._rows(*found, nodes=nodes))
         if self.ceph and rows:

@@ -260,13 +260,22 @@ class RbdBackend(base.SharedVolumeBackend):
 
     def _inspect(self, cluster, ref, watchers):
         _, rbd_mod = cephclient.bindings()
-        with cephops.open_image(cluster, ref.pool, ref.image,
-                                namespace=ref.namespace) as img:
+        # The features alone (a shared disk) come from the header object;
+        # the watchers need the image open.
+        features = None if watchers else cephops.header_features(cluster,
+                                                                 ref)
+        if features is not None:
             state = ImageState(
-                features=cephops.single_client_features(img.features(),
-                                                        rbd_mod),
-                watchers=(cephops.other_watchers(cluster, img)
-                          if watchers else []))
+                features=cephops.single_client_features(features, rbd_mod),
+                watchers=[])
+        else:
+            with cephops.open_image(cluster, ref.pool, ref.image,
+                                    namespace=ref.namespace) as img:
+                state = ImageState(
+                    features=cephops.single_client_features(img.features(),
+                                                            rbd_mod),
+                    watchers=(cephops.other_watchers(cluster, img)
+                              if watchers else []))
         patterns = self.settings.ignored_watchers
         if state.watchers and patterns:
             # Only when there is someone to name: the common case (nobody

@@ -319,6 +319,45 @@ def test_images_in_an_rbd_namespace(cluster, holder, logs, nova_conf):
                                    'from': '[libvirt] rbd_user'}
 
 
+def test_header_features_are_librbds(cluster):
+    """The guard's two-read path gives the bits librbd gives, everywhere."""
+    from nova_shared_cache import cephops
+    namespace = 'hdr-%s' % uuid.uuid4().hex[:8]
+    cluster.rbd('namespace', 'create', '--pool', POOL, '--namespace',
+                namespace)
+    sets = (['layering'], ['layering', 'exclusive-lock'],
+            ['layering', 'exclusive-lock', 'object-map', 'fast-diff',
+             'deep-flatten'],
+            ['layering', 'exclusive-lock', 'journaling'])
+    specs = [new_image(cluster, features=f, multiattach=False)[0]
+             for f in sets]
+    specs += [namespaced_image(cluster, namespace, f)[0] for f in sets[1:3]]
+    specs.append(new_image(cluster)[0])     # as Cinder makes a multiattach
+    parent = specs[2]
+    cluster.rbd('snap', 'create', parent + '@base')
+    cluster.rbd('snap', 'protect', parent + '@base')
+    clone = '%s/clone-%s' % (POOL, uuid.uuid4().hex[:8])
+    cluster.rbd('clone', parent + '@base', clone)
+    specs.append(clone)
+    info = new_image(cluster)[1]
+    client = make_backend(cluster).client(info)
+
+    def both(ceph, ref):
+        with cephops.open_image(ceph, ref.pool, ref.image,
+                                namespace=ref.namespace) as image:
+            return cephops.header_features(ceph, ref), image.features()
+
+    for spec in specs:
+        ref = cephops.parse_image_spec(spec)
+        fast, librbd = client.call('features of %s' % spec,
+                                   lambda ceph: both(ceph, ref))
+        assert fast == librbd, (spec, fast, librbd)
+    # No such image: None (the guard then opens it, and librbd says why).
+    ref = cephops.parse_image_spec('%s/volume-%s' % (POOL, uuid.uuid4()))
+    assert client.call('features', lambda ceph: cephops.header_features(
+        ceph, ref)) is None
+
+
 # -- several Ceph clusters ---------------------------------------------------
 
 @pytest.fixture(scope='module')

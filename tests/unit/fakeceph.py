@@ -9,6 +9,7 @@ real cluster.
 import itertools
 import json
 import os
+import struct
 import types
 
 import fixtures
@@ -76,12 +77,35 @@ class FakeCluster:
         self.clusters = []
         self.connects = 0
         self._ids = itertools.count(4100)
+        self._image_ids = itertools.count(0x5eed0)
         self.rados = self._rados_module()
         self.rbd = self._rbd_module()
 
-    def add_image(self, spec, features=CINDER_MULTIATTACH, watchers=()):
+    def add_image(self, spec, features=CINDER_MULTIATTACH, watchers=(),
+                  header=True):
+        """``header=False``: no format-2 objects (as a format-1 image)."""
         self.images[spec] = {'features': features,
-                             'watchers': [dict(w) for w in watchers]}
+                             'watchers': [dict(w) for w in watchers],
+                             'id': '%x' % next(self._image_ids),
+                             'header': header}
+
+    def objects(self, pool, namespace):
+        """{object name: (data, omap)} of a pool's namespace.
+
+        The format-2 objects of its images: rbd_id.<name>, rbd_header.<id>.
+        """
+        found = {}
+        for spec, image in self.images.items():
+            ref = spec.split('/')
+            ns = ref[1] if len(ref) == 3 else ''
+            if ref[0] != pool or ns != namespace or not image['header']:
+                continue
+            iid = image['id'].encode()
+            found['rbd_id.' + ref[-1]] = (
+                struct.pack('<I', len(iid)) + iid, {})
+            found['rbd_header.' + image['id']] = (b'', {
+                'features': struct.pack('<Q', image['features'])})
+        return found
 
     def features(self, spec):
         return self.images[spec]['features']
@@ -101,8 +125,45 @@ class FakeCluster:
             def set_namespace(self, namespace):
                 self.namespace = namespace
 
+            def _object(self, name):
+                if cluster.down:
+                    raise errors['TimedOut']('timed out')
+                found = cluster.objects(self.pool, self.namespace).get(name)
+                if found is None:
+                    raise errors['ObjectNotFound'](
+                        '[errno 2] RADOS object not found (%s)' % name)
+                return found
+
+            def read(self, name, length=8192, offset=0):
+                cluster.calls.append(('read', self.pool, self.namespace,
+                                      name))
+                return self._object(name)[0][offset:offset + length]
+
+            def get_omap_vals_by_keys(self, op, keys):
+                # As the binding: the iterator yields after the operate.
+                op.pending.append(keys)
+                return op.results, 0
+
+            def operate_read_op(self, op, name):
+                cluster.calls.append(('omap', self.pool, self.namespace,
+                                      name))
+                omap = self._object(name)[1]
+                for keys in op.pending:
+                    op.results.extend((k, omap[k]) for k in keys
+                                      if k in omap)
+
             def close(self):
                 self.closed = True
+
+        class ReadOpCtx:
+            def __init__(self):
+                self.pending, self.results = [], []
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return False
 
         class Rados:
             def __init__(self, conffile=None, rados_id=None, conf=None,
@@ -182,7 +243,7 @@ class FakeCluster:
                 return -22, b'', 'unknown command'
 
         return types.SimpleNamespace(Rados=Rados, Error=Error, Ioctx=Ioctx,
-                                     **errors)
+                                     ReadOpCtx=ReadOpCtx, **errors)
 
     # -- rbd ------------------------------------------------------------
 

@@ -5,6 +5,7 @@ graph; what the real libvirt and QEMU do is in tests/integration/
 test_repair.py.
 """
 
+import functools
 import io
 import json
 import os
@@ -688,6 +689,28 @@ class ConcurrentAuditTest(AuditCase):
         self.report('--workers', '1')
         self.assertEqual((1, 1), (self.monitor.most,
                                   self.ceph_in_flight['most']))
+
+    def test_domain_xml_is_read_workers_at_a_time(self):
+        in_flight = {'now': 0, 'most': 0}
+        lock = threading.Lock()
+
+        def slow(real, flags=0):
+            with lock:
+                in_flight['now'] += 1
+                in_flight['most'] = max(in_flight['most'], in_flight['now'])
+            try:
+                time.sleep(0.03)
+                return real(flags)
+            finally:
+                with lock:
+                    in_flight['now'] -= 1
+        for dom in self.domains:
+            dom.XMLDesc = functools.partial(slow, dom.XMLDesc)
+        rc, concurrent = self.report('--workers', '4')
+        self.assertEqual(4, in_flight['most'])
+        in_flight['most'] = 0
+        self.assertEqual((rc, concurrent), self.report('--workers', '1'))
+        self.assertEqual(1, in_flight['most'])
 
     def test_a_hung_qemu_costs_only_its_row_and_its_bound(self):
         self.useFixture(base.fixtures.MonkeyPatch(

@@ -40,6 +40,50 @@ class GuardTest(base.TestCase):
     def test_cinder_multiattach_image_passes_untouched(self):
         self.connect()
         self.assertEqual([], self.updates())
+        # Read from the header object: the id, then one omap key; the
+        # image itself is never opened.
+        image_id = self.ceph.images[SPEC]['id']
+        pool, name = SPEC.split('/')
+        self.assertEqual(
+            [('read', pool, '', 'rbd_id.' + name),
+             ('omap', pool, '', 'rbd_header.' + image_id)],
+            [c for c in self.ceph.calls if c[0] in ('read', 'omap', 'open')])
+        self.assertEqual(fakeceph.CINDER_MULTIATTACH, self.ceph.features(SPEC))
+
+    def test_an_image_without_format_2_objects_is_opened_instead(self):
+        # No rbd_id object (a format-1 image): librbd decides.
+        self.ceph.add_image(SPEC, features=fakeceph.DEFAULT_FEATURES,
+                            header=False)
+        self.connect()
+        self.assertEqual(('open', SPEC, True),
+                         [c for c in self.ceph.calls if c[0] == 'open'][0])
+        self.assertEqual(fakeceph.CINDER_MULTIATTACH, self.ceph.features(SPEC))
+
+    def test_a_header_that_does_not_read_as_expected_opens_the_image(self):
+        from nova_shared_cache import cephops
+        self.ceph.add_image(SPEC, features=fakeceph.DEFAULT_FEATURES)
+        real = self.ceph.objects
+        for broken in ({'features': b'\x01'}, {}):
+            def objects(pool, namespace, broken=broken):
+                found = dict(real(pool, namespace))
+                header = 'rbd_header.' + self.ceph.images[SPEC]['id']
+                found[header] = (b'', broken)
+                return found
+            with mock.patch.object(self.ceph, 'objects', objects):
+                ref = cephops.parse_image_spec(SPEC)
+                cluster = self.ceph.rados.Rados(rados_id='cinder')
+                self.assertIsNone(cephops.header_features(cluster, ref))
+        for bad_id in (b'', b'\x09\x00\x00\x00abc',
+                       b'\x02\x00\x00\x00\xff\xfe'):
+            def objects(pool, namespace, bad_id=bad_id):
+                found = dict(real(pool, namespace))
+                found['rbd_id.' + SPEC.split('/')[1]] = (bad_id, {})
+                return found
+            with mock.patch.object(self.ceph, 'objects', objects):
+                self.assertIsNone(cephops.header_features(cluster, ref))
+        # And the guard still checks such an image, by opening it.
+        with mock.patch.object(self.ceph, 'objects', lambda p, n: {}):
+            self.connect()
         self.assertIn(('open', SPEC, True), self.ceph.calls)
         self.assertEqual(fakeceph.CINDER_MULTIATTACH, self.ceph.features(SPEC))
 
@@ -202,7 +246,11 @@ class GuardTest(base.TestCase):
         self.ceph.add_image(spec, features=fakeceph.DEFAULT_FEATURES)
         self.ceph.add_image('volumes/volume-ns')    # same name, no namespace
         self.connect(info=base.connection_info(data={'name': spec}))
-        self.assertIn(('open', spec, True), self.ceph.calls)
+        # Read in the namespace's objects, then opened to be cleared.
+        self.assertIn(('read', 'volumes', 'tenant-a', 'rbd_id.volume-ns'),
+                      self.ceph.calls)
+        self.assertEqual([('open', spec, False)],
+                         [c for c in self.ceph.calls if c[0] == 'open'])
         self.assertEqual(fakeceph.LAYERING | fakeceph.DEEP_FLATTEN,
                          self.ceph.features(spec))
         self.assertEqual(fakeceph.CINDER_MULTIATTACH,
