@@ -79,6 +79,44 @@ def valid_cluster_name(cluster):
         c.isalnum() or c in '-_' for c in cluster) and cluster.isascii()
 
 
+#: {(conffile, user, cluster, CEPH_ARGS, bindings): (the file's stat key,
+#: (candidates, inline))}: what librados read from a ceph.conf, kept while
+#: the file is unchanged (making a Rados handle parses it: a few
+#: milliseconds of every attach otherwise).
+_CONF_KEYRINGS = {}
+
+
+def _conf_keyrings(conffile, user, cluster):
+    """(keyring candidates, inline key set) as librados reads them."""
+    rados_mod, _ = cephclient.bindings()
+    try:
+        st = os.stat(conffile)
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    except OSError:
+        stamp = None
+    key = (conffile, user, cluster, os.environ.get('CEPH_ARGS'),
+           id(rados_mod))
+    cached = _CONF_KEYRINGS.get(key)
+    if stamp is not None and cached is not None and cached[0] == stamp:
+        return cached[1]
+    try:
+        handle = rados_mod.Rados(conffile=conffile, rados_id=user,
+                                 clustername=cluster)
+    except rados_mod.Error as err:
+        raise exception.CephError(
+            what='read %s' % conffile,
+            reason='%s: %s' % (type(err).__name__, err)) from err
+    try:
+        inline = bool(handle.conf_get('key'))
+        candidates = [handle.conf_get('keyfile') or '']
+        candidates += (handle.conf_get('keyring') or '').split(',')
+    finally:
+        handle.shutdown()
+    if stamp is not None:
+        _CONF_KEYRINGS[key] = (stamp, (candidates, inline))
+    return candidates, inline
+
+
 def keyring_paths(conffile, user, cluster=DEFAULT_CLUSTER):
     """Readable key files librados would use for ``client.<user>``.
 
@@ -86,20 +124,7 @@ def keyring_paths(conffile, user, cluster=DEFAULT_CLUSTER):
     itself (``key =``). Raises CephError when the bindings are missing or
     ceph.conf cannot be parsed.
     """
-    rados_mod, _ = cephclient.bindings()
-    try:
-        cluster = rados_mod.Rados(conffile=conffile, rados_id=user,
-                                  clustername=cluster)
-    except rados_mod.Error as err:
-        raise exception.CephError(
-            what='read %s' % conffile,
-            reason='%s: %s' % (type(err).__name__, err)) from err
-    try:
-        inline = bool(cluster.conf_get('key'))
-        candidates = [cluster.conf_get('keyfile') or '']
-        candidates += (cluster.conf_get('keyring') or '').split(',')
-    finally:
-        cluster.shutdown()
+    candidates, inline = _conf_keyrings(conffile, user, cluster)
     paths = [p.strip() for p in candidates
              if p.strip() and os.path.isfile(p.strip())
              and os.access(p.strip(), os.R_OK)]

@@ -118,6 +118,10 @@ class TestCase(compat_mixin.KeepTestMethodMixin, test.NoDBTestCase):
         self.ceph_dir = ceph_dir
         self.ceph = self.useFixture(
             fakeceph.FakeCephFixture(ceph_conf)).cluster
+        # What a ceph.conf said is kept while the file is unchanged: not
+        # from one test to the next.
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_shared_cache.cephauth._CONF_KEYRINGS', {}))
         self.ceph.add_image(RBD_CONNECTION_INFO['data']['name'])
         self.flags(ceph_conf=ceph_conf, group='shared_cache')
 

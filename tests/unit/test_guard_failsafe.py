@@ -131,6 +131,30 @@ class FailSafeTest(base.TestCase):
         self.assertEqual(cephauth.KEYRING, creds.source)
         self.assertEqual([], self.connection.lookups)
 
+    def test_ceph_conf_is_parsed_again_only_when_it_changes(self):
+        made = []
+        real = self.ceph.rados.Rados
+
+        def counting(*args, **kwargs):
+            made.append(kwargs.get('conffile'))
+            return real(*args, **kwargs)
+        conf = os.path.join(self.ceph_dir, 'ceph.conf')
+        with mock.patch.object(self.ceph.rados, 'Rados', counting):
+            for _ in range(3):
+                creds = self.backend().credentials(base.connection_info())
+                self.assertEqual(cephauth.KEYRING, creds.source)
+            self.assertEqual([conf], made)
+            # The operator points the keyring elsewhere: read again, and
+            # the new path decides.
+            elsewhere = self.useFixture(fixtures.TempDir()).path
+            with open(conf, 'w') as f:
+                # (A new size: file times may not tick within a test.)
+                f.write('# keyrings moved\n[global]\nmon host = 127.0.0.1\n'
+                        'keyring = %s/ceph.$name.keyring\n' % elsewhere)
+            creds = self.backend().credentials(base.connection_info())
+            self.assertEqual([conf, conf], made)
+            self.assertNotEqual(cephauth.KEYRING, creds.source)
+
     def test_no_keyring_uses_a_non_private_libvirt_secret(self):
         self.no_keyring()
         self.connection.secrets[base.SECRET_UUID] = FakeSecret(False)
