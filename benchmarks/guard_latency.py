@@ -7,10 +7,10 @@ Cinder-made volume of the embedded cluster, under Nova's fake libvirt (the
 connect step of an RBD volume does not call libvirt). The extension runs
 two checks:
 
-- a multiattach volume: the image is opened read-only and its features
-  read (the single-client feature check);
-- a volume that is not multiattach, newly attached: the same plus its
-  watchers listed (``sharing_guard``).
+- a multiattach volume: its features read from the image's header object
+  (the single-client feature check; two requests, the image not opened);
+- a volume that is not multiattach, newly attached: the image opened
+  read-only and its watchers listed (``sharing_guard``).
 
 Both use the process's cached Ceph connection; the three variants
 alternate trial by trial and the added time is the difference of the

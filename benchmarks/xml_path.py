@@ -21,7 +21,7 @@ Wall-clock time of a pure-Python path this short moves with the machine;
 driver under valgrind's callgrind (minus the same process making no
 call), which is the same from run to run::
 
-    python benchmarks/xml_path.py [--rounds 40] [--calls 500] \\
+    python benchmarks/xml_path.py [--rounds 200] [--calls 500] \\
         [--callgrind 3000]
 """
 
@@ -157,8 +157,8 @@ def instructions(case, calls):
 
 def main():
     parser = benchlib.parser(__doc__.split('\n')[0])
-    parser.add_argument('--rounds', type=int, default=40,
-                        help='rounds of each driver per case (default 40)')
+    parser.add_argument('--rounds', type=int, default=200,
+                        help='rounds of each driver per case (default 200)')
     parser.add_argument('--calls', type=int, default=500,
                         help='disk configs per round (default 500)')
     parser.add_argument('--callgrind', type=int, default=0, metavar='N',

@@ -145,6 +145,15 @@ class LibvirtSharedCacheDriver(libvirt_driver.LibvirtDriver):
 
     def _decide(self, conf, connection_info, instance=None):
         """Apply the policy to a multiattach volume's disk Nova built."""
+        if (self._shared_disks is None
+                and getattr(conf, 'shareable', None) is True
+                and getattr(conf, 'driver_cache', None)
+                == self._shared_cache_mode
+                and getattr(conf, 'driver_format', None) == 'raw'):
+            # What Nova makes of a multiattach RBD disk, and already the
+            # policy's disk (policy.plan would change nothing, whichever
+            # backend owns it): nothing to decide, nothing to remember.
+            return
         shared = policy.classify(connection_info, self._shared_backends)
         if shared is None:
             return
