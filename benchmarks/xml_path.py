@@ -125,8 +125,8 @@ def count_child(variant, case, calls):
             build()
 
 
-def instructions(case, calls):
-    """CPU instructions per call of each driver, counted by callgrind."""
+def count_once(case, calls, seed):
+    """(stock, extension) instructions per call in one set of processes."""
     runs = [(variant, count) for variant in ('stock', 'extension')
             for count in (0, calls)]
     procs = {}
@@ -136,7 +136,7 @@ def instructions(case, calls):
              sys.executable, __file__, '--count-child', variant, case,
              str(count)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            env=dict(os.environ, PYTHONHASHSEED='0'))
+            env=dict(os.environ, PYTHONHASHSEED=str(seed)))
     totals = {}
     for name, proc in procs.items():
         _, err = proc.communicate()
@@ -145,12 +145,32 @@ def instructions(case, calls):
             raise SystemExit('callgrind run %s %s failed: %s'
                              % (name + (err[-2000:],)))
         totals[name] = int(found.group(1))
-    stock = (totals['stock', calls] - totals['stock', 0]) / calls
-    ours = (totals['extension', calls] - totals['extension', 0]) / calls
+    return ((totals['stock', calls] - totals['stock', 0]) / calls,
+            (totals['extension', calls] - totals['extension', 0]) / calls)
+
+
+def instructions(case, calls, repeats=1):
+    """CPU instructions per call of each driver, counted by callgrind.
+
+    The count of the same calls moves from one set of processes to the
+    next (random ids hashed into dicts, memory layout): ``repeats`` sets,
+    each with its own hash seed, give the median and an interval of the
+    per-set ratios.
+    """
+    counted = [count_once(case, calls, seed) for seed in range(repeats)]
+    stock = statistics.median(c[0] for c in counted)
+    ours = statistics.median(c[1] for c in counted)
     target = CASES[case][2]
-    result = {'calls': calls, 'stock': stock, 'extension': ours,
-              'ratio': ours / stock, 'target': target}
-    if target is not None:
+    result = {'calls': calls, 'repeats': repeats, 'stock': stock,
+              'extension': ours, 'ratio': ours / stock, 'target': target,
+              'added_per_set': [c[1] - c[0] for c in counted]}
+    if repeats > 1:
+        result['ratios'] = benchlib.ratio_summary(
+            [c[1] / c[0] for c in counted], target)
+        result['ratio'] = result['ratios']['median']
+        if target is not None:
+            result['verdict'] = result['ratios']['verdict']
+    elif target is not None:
         result['verdict'] = 'met' if ours / stock <= target else 'missed'
     return result
 
@@ -163,6 +183,9 @@ def main():
                         help='disk configs per round (default 500)')
     parser.add_argument('--callgrind', type=int, default=0, metavar='N',
                         help='also count instructions of N calls each')
+    parser.add_argument('--callgrind-repeats', type=int, default=1,
+                        metavar='K', help='count K times, each in new '
+                        'processes with its own hash seed (default 1)')
     parser.add_argument('--count-child', nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.count_child:
@@ -205,14 +228,19 @@ def main():
         rows = []
         for case in COUNTED:
             counted = results['instructions'][case] = instructions(
-                case, args.callgrind)
+                case, args.callgrind, args.callgrind_repeats)
             rows.append([case, '%.0f' % counted['stock'],
                          '%.0f' % counted['extension'],
                          '%+.0f' % (counted['extension'] - counted['stock']),
-                         '%.4f' % counted['ratio'],
+                         benchlib.fmt_ci(counted['ratios'], 4)
+                         if 'ratios' in counted
+                         else '%.4f' % counted['ratio'],
                          '%.2f' % counted['target'], counted['verdict']])
         text += '\n\n' + benchlib.table(
-            ['instructions per call (callgrind, %d calls)' % args.callgrind,
+            ['instructions per call (callgrind, %d calls%s)' % (
+                args.callgrind, ', median of %d sets of processes'
+                % args.callgrind_repeats if args.callgrind_repeats > 1
+                else ''),
              'stock Nova', 'extension', 'added', 'ratio', 'target',
              'verdict'], rows)
     benchlib.finish(args, 'xml_path', results, text)
