@@ -264,18 +264,16 @@ class RbdBackend(base.SharedVolumeBackend):
         # the watchers need the image open.
         features = None if watchers else cephops.header_features(cluster,
                                                                  ref)
-        if features is not None:
-            state = ImageState(
-                features=cephops.single_client_features(features, rbd_mod),
-                watchers=[])
-        else:
+        others = []
+        if features is None:
             with cephops.open_image(cluster, ref.pool, ref.image,
                                     namespace=ref.namespace) as img:
-                state = ImageState(
-                    features=cephops.single_client_features(img.features(),
-                                                            rbd_mod),
-                    watchers=(cephops.other_watchers(cluster, img)
-                              if watchers else []))
+                features = img.features()
+                if watchers:
+                    others = cephops.other_watchers(cluster, img)
+        state = ImageState(
+            features=cephops.single_client_features(features, rbd_mod),
+            watchers=others)
         patterns = self.settings.ignored_watchers
         if state.watchers and patterns:
             # Only when there is someone to name: the common case (nobody
