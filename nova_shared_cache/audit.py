@@ -143,8 +143,17 @@ class Auditor:
     """Reads the host once; ``scan()`` builds the Report."""
 
     def __init__(self, connection, settings, libvirt_user=None, ceph=True,
-                 registry=None, local_addresses=None, workers=1):
+                 registry=None, local_addresses=None, workers=1,
+                 qmp_connection=None):
         self.connection = connection
+        #: A second connection to the same libvirtd for the QMP commands
+        #: alone. A command QEMU leaves unanswered stays pending on its
+        #: connection, and calls made on that connection meanwhile (the
+        #: reads of the domains' XML) can wait for it: measured with
+        #: libvirt 9.0 and three such commands, sometimes for as long as
+        #: QEMU does not answer. None: QMP goes over ``connection``.
+        self.qmp_connection = qmp_connection
+        self._qmp_domains = None
         self.settings = settings
         self.libvirt_user = libvirt_user
         self.ceph = ceph
@@ -240,11 +249,32 @@ class Auditor:
                 handle=domain))
         return rows
 
-    @staticmethod
-    def _qemu_nodes(domain, errors):
+    def _qmp_domain(self, domain):
+        """``domain`` on the QMP connection (itself without one)."""
+        if self._qmp_domains is None:
+            return domain
+        return self._qmp_domains.get(domain.UUIDString(), domain)
+
+    def _list_qmp_domains(self):
+        """Every domain on the QMP connection, listed before any command.
+
+        Listed once, while nothing is pending on that connection yet; a
+        domain started since (not in the list) is asked through the main
+        connection.
+        """
+        if self.qmp_connection is None or self._qmp_domains is not None:
+            return
         import libvirt
         try:
-            return qmp.Monitor(domain).block_nodes()
+            self._qmp_domains = {d.UUIDString(): d for d in
+                                 self.qmp_connection.listAllDomains()}
+        except libvirt.libvirtError:
+            self._qmp_domains = None
+
+    def _qemu_nodes(self, domain, errors):
+        import libvirt
+        try:
+            return qmp.Monitor(self._qmp_domain(domain)).block_nodes()
         except qmp.QmpError as err:
             # libvirt's test driver (and other non-QEMU drivers) have no
             # monitor: QEMU's state is then simply not known.
@@ -341,6 +371,7 @@ class Auditor:
         rows = []
         # Each domain's XML and its QEMU's block nodes, ``workers`` domains
         # at a time; the report keeps libvirt's order.
+        self._list_qmp_domains()
         read = [(found, queried) for found, queried in in_order(
             self._read_and_query, self._listed(names), self.workers)
             if found is not None]

@@ -417,7 +417,7 @@ def open_libvirt(conf, read_only=False):
                                  reason=reason)
 
 
-def auditor(conf, connection):
+def auditor(conf, connection, qmp_connection=None):
     settings = sc_conf.load(conf)
     if conf.command.ceph_user:
         settings = dataclasses.replace(settings,
@@ -425,7 +425,28 @@ def auditor(conf, connection):
     return settings, audit.Auditor(connection, settings,
                                    libvirt_user=conf.libvirt.rbd_user,
                                    ceph=not conf.command.no_ceph,
-                                   workers=conf.command.workers)
+                                   workers=conf.command.workers,
+                                   qmp_connection=qmp_connection)
+
+
+def open_qmp_connection(conf):
+    """The audit's second connection, for its QMP commands (see Auditor).
+
+    None when it cannot be opened: the QMP commands then share the first.
+    """
+    try:
+        return open_libvirt(conf)
+    except exception.LibvirtError:
+        return None
+
+
+def close_all(*connections):
+    for connection in connections:
+        if connection is not None:
+            try:
+                connection.close()
+            except Exception:   # closing: nothing left to do about it
+                pass
 
 
 def _qemu_text(qemu):
@@ -436,12 +457,13 @@ def _qemu_text(qemu):
 
 def cmd_audit(conf, out):
     connection = open_libvirt(conf)
+    qmp_connection = open_qmp_connection(conf)
     try:
-        _, auditor_ = auditor(conf, connection)
+        _, auditor_ = auditor(conf, connection, qmp_connection)
         report = auditor_.scan(conf.command.domain)
         guard = guard_credentials(conf, connection)
     finally:
-        connection.close()
+        close_all(qmp_connection, connection)
     if conf.command.json:
         data = report.report()
         data['guard'] = guard
@@ -480,12 +502,13 @@ def cmd_fix(conf, out):
         raise exception.UsageError(
             reason='fix needs --config, --live or both')
     connection = open_libvirt(conf)
+    qmp_connection = open_qmp_connection(conf)
     try:
-        settings, auditor_ = auditor(conf, connection)
+        settings, auditor_ = auditor(conf, connection, qmp_connection)
         report = auditor_.scan(conf.command.domain)
         results, interrupted = _fix(conf, settings, report)
     finally:
-        connection.close()
+        close_all(qmp_connection, connection)
     errors = report.errors + [r for r in results if r['state'] in FIX_FAILED]
     if conf.command.json:
         out.write(json.dumps({'results': results, 'errors': report.errors,

@@ -781,7 +781,9 @@ def after_block_copy(domain, target, cache_mode, libvirt_mod=None):
     and records the switch. Returns a report dict; raises nothing that a
     caller must handle beyond logging.
     """
-    with qmp.offloaded():
+    # Nova's own connection to libvirtd: a command QEMU leaves unanswered
+    # holds one of its request slots, so never more than one at a time.
+    with qmp.offloaded(), qmp.in_flight_limit(1):
         return _after_block_copy(domain, target, cache_mode,
                                  _libvirt(libvirt_mod))
 

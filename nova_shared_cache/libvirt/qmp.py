@@ -12,6 +12,16 @@ answer in time raises :class:`QmpTimeout`; it is still queued in libvirt
 and may take effect later, and libvirt runs the domain's later jobs only
 after it, so commands keep their order.
 
+A command QEMU does not answer stays pending until QEMU answers: it keeps
+one of libvirtd's worker threads (``max_workers``, 20 by default) and one
+request slot of its connection (``max_client_requests``, 5 by default),
+and other calls on that connection can wait behind it (with libvirt 9.0,
+seen with three such commands: a read of a domain's XML waited as long as
+QEMU did; the audit therefore sends QMP over a connection of its own). A
+process has at most :data:`MAX_IN_FLIGHT` commands in libvirt at once,
+answered in time or not; a command that finds no free slot within its
+bound is not sent (:class:`QmpBusy`), and what it was for did not happen.
+
 The worker is a plain thread in the command line tools. Inside a
 nova-compute that runs under eventlet (Nova 30-33, or 34 with
 ``concurrency_backend = eventlet``; the swap repair runs there) a blocked
@@ -27,10 +37,15 @@ import contextvars
 import json
 import sys
 import threading
+import time
 
 from nova_shared_cache import exception
 
 TIMEOUT = 5.0       # seconds for one QMP command
+#: QMP commands this process may have in libvirt at once, answered in
+#: time or not: fewer than a connection's request slots, a small part of
+#: libvirtd's workers.
+MAX_IN_FLIGHT = 3
 
 
 class QmpError(exception.LibvirtError):
@@ -41,6 +56,24 @@ class QmpError(exception.LibvirtError):
                          reason=reason)
         self.command = command
         self.reason = reason
+
+
+class QmpBusy(QmpError):
+    """Not sent: the process's QMP commands in libvirt are at the limit.
+
+    They wait for QEMUs that do not answer in time (a stopped QEMU, or one
+    whose main loop waits for a stopped Ceph OSD). The command had no
+    effect.
+    """
+
+    def __init__(self, domain, command, limit, timeout):
+        super().__init__(domain, command, (
+            'not sent: %d earlier QMP command(s) of this process were still '
+            'unanswered after %g s (their QEMUs do not answer, for example '
+            'while waiting for a stopped Ceph OSD; libvirtd holds a worker '
+            'and a request slot of the connection for each until QEMU '
+            'answers)' % (limit, timeout)))
+        self.limit = limit
 
 
 class QmpTimeout(QmpError):
@@ -76,6 +109,59 @@ def offloaded():
         _OFFLOAD.reset(token)
 
 
+_LIMIT = contextvars.ContextVar('nova_shared_cache_qmp_limit', default=None)
+
+
+@contextlib.contextmanager
+def in_flight_limit(limit):
+    """At most ``limit`` QMP commands in libvirt while in this block.
+
+    Counted with every other command of the process (the limit applies to
+    the whole count).
+    """
+    token = _LIMIT.set(max(1, int(limit)))
+    try:
+        yield
+    finally:
+        _LIMIT.reset(token)
+
+
+class _Slots:
+    """The count of this process's QMP commands still inside libvirt."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self.used = 0
+
+    def take(self, limit, timeout):
+        """True once a slot is ours, False if none within ``timeout``."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self.used < limit,
+                                       max(timeout, 0)):
+                return False
+            self.used += 1
+            return True
+
+    def give(self):
+        with self._cond:
+            self.used -= 1
+            self._cond.notify()
+
+
+_slots = None
+_slots_made = threading.Lock()
+
+
+def _get_slots():
+    # Made at first use, not at import: inside a nova-compute under
+    # eventlet that is after monkey patching, so waits are green.
+    global _slots
+    with _slots_made:
+        if _slots is None:
+            _slots = _Slots()
+        return _slots
+
+
 def _green():
     """Should this call go to eventlet's native thread pool?"""
     if not _OFFLOAD.get():
@@ -91,9 +177,10 @@ class Call:
     on in its thread and its outcome can still be collected.
     """
 
-    def __init__(self, fn, *args, name='nsc-libvirt-call'):
+    def __init__(self, fn, *args, name='nsc-libvirt-call', on_end=None):
         self._done = threading.Event()
         self._value = self._error = None
+        self._on_end = on_end
         if _green():
             import eventlet
             from eventlet import tpool
@@ -109,6 +196,8 @@ class Call:
         except BaseException as err:   # handed to the waiting thread
             self._error = err
         finally:
+            if self._on_end is not None:
+                self._on_end()
             self._done.set()
 
     @property
@@ -170,9 +259,19 @@ class Monitor:
         if arguments:
             payload['arguments'] = arguments
         timeout = self.timeout if timeout is None else timeout
-        call = Call(self._send or self._send_default, json.dumps(payload),
-                    name='nsc-qmp-%s' % command)
-        if not call.wait(timeout):
+        # One bound for the whole command: waiting for a slot included.
+        deadline = time.monotonic() + timeout
+        slots = _get_slots()
+        limit = _LIMIT.get() or MAX_IN_FLIGHT
+        if not slots.take(limit, timeout):
+            raise QmpBusy(self.name, command, limit, timeout)
+        try:
+            call = Call(self._send or self._send_default, json.dumps(payload),
+                        name='nsc-qmp-%s' % command, on_end=slots.give)
+        except BaseException:
+            slots.give()
+            raise
+        if not call.wait(deadline - time.monotonic()):
             raise QmpTimeout(self.name, command, timeout, call)
         try:
             reply = json.loads(call.result())

@@ -784,6 +784,163 @@ class ConcurrentAuditTest(AuditCase):
                                      for c in auditor.call_args_list])
 
 
+class SlottedConnection:
+    """A libvirt connection that carries one call at a time.
+
+    The worst of what libvirt 9.0 was seen doing: while a QMP command that
+    QEMU does not answer is pending on a connection, later calls on that
+    connection may wait for it. These QEMUs answer only once ``answer``
+    is set (their main loops wait for a stopped OSD).
+    """
+
+    def __init__(self, domains, answer, counts):
+        self.slot = threading.Lock()
+        self.answer = answer
+        self.counts = counts
+        self.domains = [SlottedDomain(self, d) for d in domains]
+
+    def listAllDomains(self):
+        with self.slot:
+            return list(self.domains)
+
+    def getURI(self):
+        return 'qemu:///system'
+
+    def close(self):
+        pass
+
+    def call(self, fn, *args):
+        with self.slot:
+            return fn(*args)
+
+
+class SlottedDomain:
+    """A FakeDomain reached through one SlottedConnection."""
+
+    def __init__(self, connection, domain):
+        self.connection = connection
+        self.domain = domain
+        self.direct = domain.direct
+
+    def name(self):
+        return self.domain.name()
+
+    def UUIDString(self):
+        return self.domain.UUIDString()
+
+    def isActive(self):
+        return self.connection.call(self.domain.isActive)
+
+    def isPersistent(self):
+        return self.connection.call(self.domain.isPersistent)
+
+    def XMLDesc(self, flags=0):
+        return self.connection.call(self.domain.XMLDesc, flags)
+
+
+def qemu_monitor_command(domain, text, flags):
+    connection = domain.connection
+
+    def wait_for_qemu():
+        connection.counts['reached qemu'] += 1
+        connection.answer.wait(60)
+        return json.dumps({'return': list(
+            FakeMonitor(domain).block_nodes().values())})
+    return connection.call(wait_for_qemu)
+
+
+class UnansweredQmpTest(AuditCase):
+    """QEMUs that do not answer cannot stop the audit's other calls."""
+
+    def setUp(self):
+        super().setUp()
+        self.answer = threading.Event()
+        self.addCleanup(self.answer.set)
+        self.counts = {'reached qemu': 0}
+        self.connections = []
+
+        def open_libvirt(conf):
+            connection = SlottedConnection(self.domains, self.answer,
+                                           self.counts)
+            self.connections.append(connection)
+            return connection
+        self.open_libvirt.side_effect = open_libvirt
+        self.useFixture(base.fixtures.MockPatch(
+            'nova_shared_cache.libvirt.qmp.Monitor', REAL_MONITOR))
+        self.useFixture(base.fixtures.MonkeyPatch(
+            'nova_shared_cache.libvirt.qmp.TIMEOUT', 0.5))
+        use_module(self, 'libvirt_qemu', types.SimpleNamespace(
+            qemuMonitorCommand=qemu_monitor_command))
+        for n in range(12):
+            self.domains.append(FakeDomain('d%02d' % n, direct=n % 2 == 0))
+
+    def audit_in_thread(self, *args):
+        result = {}
+
+        def run():
+            started = time.monotonic()
+            result['report'] = self.audit(*args)
+            result['elapsed'] = time.monotonic() - started
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        thread.join(10)
+        # With a command waiting for QEMU on the connection the domains'
+        # XML is read on, the audit would wait for QEMU too.
+        self.assertFalse(thread.is_alive(), 'the audit waited for QEMU')
+        return result['report'], result['elapsed']
+
+    def test_every_qemu_waiting_for_ceph_costs_one_bound_per_wave(self):
+        (rc, report), elapsed = self.audit_in_thread('--workers', '8')
+        self.assertEqual(2, rc)
+        # Two connections: the reads on one, the QMP commands on the other.
+        self.assertEqual(2, len(self.connections))
+        # As many sent as the limit, each unanswered within its bound;
+        # every other domain's command found no slot within its own
+        # bound.
+        self.assertLess(elapsed, 3 * 0.5)
+        errors = {e['domain']: e['error'] for e in report['errors']}
+        self.assertEqual(['d%02d' % n for n in range(12)], sorted(errors))
+        unanswered = [d for d, e in errors.items()
+                      if 'no answer within 0.5 s' in e]
+        not_sent = [d for d, e in errors.items()
+                    if 'not sent: %d earlier QMP command(s)'
+                    % qmp.MAX_IN_FLIGHT in e]
+        self.assertEqual((qmp.MAX_IN_FLIGHT, 12 - qmp.MAX_IN_FLIGHT),
+                         (len(unanswered), len(not_sent)))
+        # Every disk is still read from libvirt and judged.
+        self.assertEqual(['d%02d' % n for n in range(12)],
+                         [d['domain'] for d in report['disks']])
+        for row in report['disks']:
+            self.assertIsNone(row['qemu'])
+            self.assertIn(('caching', 'definition'),
+                          {(f['code'], f['where']) for f in row['findings']})
+        # Once QEMU answers, the slots are free and QEMU is asked again.
+        self.answer.set()
+        deadline = time.monotonic() + 10
+        while qmp._get_slots().used and time.monotonic() < deadline:
+            time.sleep(0.01)
+        (rc, report), _ = self.audit_in_thread('--workers', '8')
+        self.assertEqual([], report['errors'])
+        self.assertTrue(all(d['qemu'] is not None for d in report['disks']))
+
+    def test_without_a_second_connection_qmp_shares_the_first(self):
+        opened = []
+
+        def open_libvirt(conf):
+            if opened:
+                raise exception.LibvirtError(what='connect to libvirt',
+                                             reason='too many clients')
+            opened.append(SlottedConnection(self.domains, self.answer,
+                                            self.counts))
+            return opened[0]
+        self.open_libvirt.side_effect = open_libvirt
+        self.answer.set()
+        (rc, report), _ = self.audit_in_thread('--workers', '8')
+        self.assertEqual([], report['errors'])
+        self.assertEqual(12, self.counts['reached qemu'])
+        self.assertTrue(all(d['qemu'] is not None for d in report['disks']))
+
+
 class InOrderTest(base.TestCase):
 
     def test_results_in_the_order_of_the_items(self):
