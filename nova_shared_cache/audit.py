@@ -92,6 +92,9 @@ class Report:
     domains: int = 0
     disks: list = dataclasses.field(default_factory=list)
     errors: list = dataclasses.field(default_factory=list)
+    #: What made the scan less sure than usual, with the remedy; no
+    #: effect on the exit status.
+    warnings: list = dataclasses.field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -106,6 +109,7 @@ class Report:
         return {'domains': self.domains,
                 'disks': [d.report() for d in self.disks],
                 'findings': self.findings, 'errors': self.errors,
+                'warnings': self.warnings,
                 'seconds': round(self.seconds, 3)}
 
 
@@ -139,6 +143,14 @@ def in_order(function, items, workers):
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def qmp_shares_warning(why):
+    return ('QMP queries went over the connection the domains were read '
+            'on (%s): a QEMU that does not answer could then have held up '
+            'the reads of other domains; check that libvirtd accepts one '
+            'more connection from this host (libvirtd.conf max_clients)'
+            % why)
+
+
 class Auditor:
     """Reads the host once; ``scan()`` builds the Report."""
 
@@ -154,6 +166,8 @@ class Auditor:
         #: QEMU does not answer. None: QMP goes over ``connection``.
         self.qmp_connection = qmp_connection
         self._qmp_domains = None
+        #: Warnings for the report (Report.warnings).
+        self.warnings = []
         self.settings = settings
         self.libvirt_user = libvirt_user
         self.ceph = ceph
@@ -268,8 +282,11 @@ class Auditor:
         try:
             self._qmp_domains = {d.UUIDString(): d for d in
                                  self.qmp_connection.listAllDomains()}
-        except libvirt.libvirtError:
+        except libvirt.libvirtError as err:
             self._qmp_domains = None
+            self.warnings.append(qmp_shares_warning(
+                'could not list the domains on the second libvirt '
+                'connection: %s' % err.get_error_message()))
 
     def _qemu_nodes(self, domain, errors):
         import libvirt
@@ -376,6 +393,7 @@ class Auditor:
             self._read_and_query, self._listed(names), self.workers)
             if found is not None]
         report.domains = len(read)
+        report.warnings.extend(self.warnings)
         for found, (nodes, errors) in read:
             report.errors.extend(errors)
             rows.extend(self._rows(*found, nodes=nodes))

@@ -5,8 +5,9 @@ long, but only once the main thread is back in Python, and the test's
 clean-up can then wait again (a thread pool's shutdown waiting for its
 hung worker, a process still stopped). This timer runs in faulthandler's
 own C thread, whatever Python does: ``BACKSTOP_GRACE`` seconds after
-pytest-timeout's bound it writes the stack of every thread to the stderr
-pytest started with and ends the process with status 1. A hung suite then
+pytest-timeout's bound (counted from the start of each phase: set-up,
+call, teardown) it writes the stack of every thread to the stderr pytest
+started with and ends the process with status 1. A hung suite then
 ends with where it hung, and the envs after it still run, instead of the
 run's own bound (tools/run-tests) killing everything without a word.
 """
@@ -46,15 +47,38 @@ def pytest_unconfigure(config):
         config._nsc_backstop = None
 
 
+def _arm(item):
+    backstop = getattr(item.config, '_nsc_backstop', None)
+    if backstop is not None:
+        seconds, fd = backstop
+        faulthandler.dump_traceback_later(seconds, exit=True, file=fd)
+
+
+# Armed anew for each phase: pytest's own faulthandler plugin cancels the
+# timer when a phase fails (pytest_exception_interact), and a teardown
+# after a failure is where a hang is most likely.
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    _arm(item)
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    _arm(item)
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    _arm(item)
+    yield
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
-    backstop = getattr(item.config, '_nsc_backstop', None)
-    if backstop is None:
-        yield
-        return
-    seconds, fd = backstop
-    faulthandler.dump_traceback_later(seconds, exit=True, file=fd)
     try:
         yield
     finally:
-        faulthandler.cancel_dump_traceback_later()
+        if getattr(item.config, '_nsc_backstop', None) is not None:
+            faulthandler.cancel_dump_traceback_later()

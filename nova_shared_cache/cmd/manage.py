@@ -430,14 +430,16 @@ def auditor(conf, connection, qmp_connection=None):
 
 
 def open_qmp_connection(conf):
-    """The audit's second connection, for its QMP commands (see Auditor).
+    """(the audit's second connection, for its QMP queries, or None; why not)
 
-    None when it cannot be opened: the QMP commands then share the first.
+    None when it cannot be opened: the QMP queries then share the first
+    connection, and the report says so (see audit.Auditor).
     """
     try:
-        return open_libvirt(conf)
-    except exception.LibvirtError:
-        return None
+        return open_libvirt(conf), None
+    except exception.LibvirtError as err:
+        return None, audit.qmp_shares_warning(
+            'could not open a second libvirt connection: %s' % err)
 
 
 def close_all(*connections):
@@ -457,10 +459,12 @@ def _qemu_text(qemu):
 
 def cmd_audit(conf, out):
     connection = open_libvirt(conf)
-    qmp_connection = open_qmp_connection(conf)
+    qmp_connection, warning = open_qmp_connection(conf)
     try:
         _, auditor_ = auditor(conf, connection, qmp_connection)
         report = auditor_.scan(conf.command.domain)
+        if warning:
+            report.warnings.append(warning)
         guard = guard_credentials(conf, connection)
     finally:
         close_all(qmp_connection, connection)
@@ -488,6 +492,8 @@ def cmd_audit(conf, out):
     for e in report.errors:
         out.write('ERROR %s\n' % ' '.join(
             '%s=%s' % item for item in sorted(e.items())))
+    for w in report.warnings:
+        out.write('WARNING %s\n' % w)
     out.write("guard: %s\n" % _guard_text(guard))
     out.write('%d domains, %d RBD disks, %d shared, %d findings, %d errors '
               '(%.2fs)\n' % (report.domains, len(report.disks),
@@ -502,16 +508,19 @@ def cmd_fix(conf, out):
         raise exception.UsageError(
             reason='fix needs --config, --live or both')
     connection = open_libvirt(conf)
-    qmp_connection = open_qmp_connection(conf)
+    qmp_connection, warning = open_qmp_connection(conf)
     try:
         settings, auditor_ = auditor(conf, connection, qmp_connection)
         report = auditor_.scan(conf.command.domain)
+        if warning:
+            report.warnings.append(warning)
         results, interrupted = _fix(conf, settings, report)
     finally:
         close_all(qmp_connection, connection)
     errors = report.errors + [r for r in results if r['state'] in FIX_FAILED]
     if conf.command.json:
         out.write(json.dumps({'results': results, 'errors': report.errors,
+                              'warnings': report.warnings,
                               'interrupted': interrupted},
                              indent=2, sort_keys=True) + '\n')
     else:
@@ -521,6 +530,8 @@ def cmd_fix(conf, out):
         for e in report.errors:
             out.write('ERROR %s\n' % ' '.join(
                 '%s=%s' % item for item in sorted(e.items())))
+        for w in report.warnings:
+            out.write('WARNING %s\n' % w)
         if interrupted:
             out.write('STOPPED by %s: the disks after the last one shown '
                       'were not looked at\n' % interrupted)

@@ -293,19 +293,32 @@ class Switch:
 
         A deletion that times out may still be under way in QEMU (an
         ``rbd_close`` waiting for the OSDs): it is waited for up to ``wait``
-        more seconds, unless a signal asks to stop.
+        more seconds, unless a signal asks to stop. One that could not be
+        sent (the process's QMP commands in libvirt at their limit, for
+        example behind the command that just timed out) is tried again
+        for as long.
         """
-        try:
-            self._qmp('blockdev-del', **{'node-name': node_name})
-            return True
-        except qmp.QmpTimeout as err:
-            call, failure = err.call, err
-        except qmp.QmpError as err:
-            if _not_found(err):
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                self._qmp('blockdev-del', **{'node-name': node_name})
                 return True
-            LOG.warning('%(domain)s: node %(node)s not deleted: %(err)s',
-                        {'domain': self.name, 'node': node_name, 'err': err})
-            return False
+            except qmp.QmpBusy as err:
+                if self.signalled or time.monotonic() >= deadline:
+                    LOG.warning('%(domain)s: node %(node)s not deleted: '
+                                '%(err)s', {'domain': self.name,
+                                            'node': node_name, 'err': err})
+                    return False
+            except qmp.QmpTimeout as err:
+                call, failure = err.call, err
+                break
+            except qmp.QmpError as err:
+                if _not_found(err):
+                    return True
+                LOG.warning('%(domain)s: node %(node)s not deleted: %(err)s',
+                            {'domain': self.name, 'node': node_name,
+                             'err': err})
+                return False
         deadline = time.monotonic() + wait
         while call is not None and not call.done:
             if self.signalled or time.monotonic() >= deadline:
@@ -516,6 +529,11 @@ class Switch:
                                   (self.storage_node, None)):
             try:
                 self._qmp('blockdev-del', **{'node-name': node_name})
+            except qmp.QmpBusy as err:
+                raise self.refuse(
+                    'deleting %s, left by an earlier switch: %s; not '
+                    'switched (run it again once QEMU answers)'
+                    % (node_name, err.reason))
             except qmp.QmpTimeout as err:
                 self._extra_client(node_name, cached, maybe=True)
                 raise _Stop('partial', 'deleting %s, left by an earlier '

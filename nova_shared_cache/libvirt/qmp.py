@@ -37,7 +37,6 @@ import contextvars
 import json
 import sys
 import threading
-import time
 
 from nova_shared_cache import exception
 
@@ -145,7 +144,8 @@ class _Slots:
     def give(self):
         with self._cond:
             self.used -= 1
-            self._cond.notify()
+            # All: waiters may have different limits (in_flight_limit).
+            self._cond.notify_all()
 
 
 _slots = None
@@ -259,8 +259,9 @@ class Monitor:
         if arguments:
             payload['arguments'] = arguments
         timeout = self.timeout if timeout is None else timeout
-        # One bound for the whole command: waiting for a slot included.
-        deadline = time.monotonic() + timeout
+        # Up to the bound for a slot, then up to the bound for the answer:
+        # a slot found late must not leave the command too little time
+        # (a "not sent" would become "sent, outcome unknown").
         slots = _get_slots()
         limit = _LIMIT.get() or MAX_IN_FLIGHT
         if not slots.take(limit, timeout):
@@ -271,7 +272,7 @@ class Monitor:
         except BaseException:
             slots.give()
             raise
-        if not call.wait(deadline - time.monotonic()):
+        if not call.wait(timeout):
             raise QmpTimeout(self.name, command, timeout, call)
         try:
             reply = json.loads(call.result())

@@ -894,6 +894,7 @@ class UnansweredQmpTest(AuditCase):
         self.assertEqual(2, rc)
         # Two connections: the reads on one, the QMP commands on the other.
         self.assertEqual(2, len(self.connections))
+        self.assertEqual([], report['warnings'])
         # As many sent as the limit, each unanswered within its bound;
         # every other domain's command found no slot within its own
         # bound.
@@ -939,6 +940,16 @@ class UnansweredQmpTest(AuditCase):
         self.assertEqual([], report['errors'])
         self.assertEqual(12, self.counts['reached qemu'])
         self.assertTrue(all(d['qemu'] is not None for d in report['disks']))
+        # Said, with the cause and what to look at.
+        (warning,) = report['warnings']
+        self.assertIn('QMP queries went over the connection the domains '
+                      'were read on (could not open a second libvirt '
+                      'connection: ', warning)
+        self.assertIn('connect to libvirt: too many clients)', warning)
+        self.assertIn('max_clients', warning)
+        opened.clear()
+        rc, out, err = self.run_cli('audit')
+        self.assertIn('WARNING QMP queries went over the connection', out)
 
 
 class InOrderTest(base.TestCase):

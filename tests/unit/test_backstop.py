@@ -27,6 +27,22 @@ HANGS = textwrap.dedent('''
 ''')
 
 
+TEARDOWN_HANGS = textwrap.dedent('''
+    import time
+
+    import pytest
+
+
+    @pytest.fixture
+    def hangs_in_teardown():
+        yield
+        time.sleep(60)
+
+    def test_fails_then_its_teardown_hangs(hangs_in_teardown):
+        time.sleep(60)      # pytest-timeout fails it at 1 s
+''')
+
+
 class BackstopTest(unittest.TestCase):
 
     def run_pytest(self, limit, grace=None):
@@ -72,6 +88,18 @@ class BackstopTest(unittest.TestCase):
         self.assertIn('Timeout (0:00:03)!', out)
         self.assertIn('test_hangs_in_its_clean_up_too', out)
         self.assertIn('test_hangs.py', out)
+
+    def test_a_teardown_hung_after_a_failure_ends_with_its_stack(self):
+        # pytest's faulthandler plugin cancels the timer when the call
+        # fails; the teardown gets its own.
+        os.remove(os.path.join(self.tmp, 'test_hangs.py'))
+        with open(os.path.join(self.tmp, 'test_teardown.py'), 'w') as f:
+            f.write(TEARDOWN_HANGS)
+        shutil.copy(CONFTEST, self.tmp)
+        status, out = self.run_pytest(40, grace=2)
+        self.assertEqual(1, status, out[-2000:])
+        self.assertIn('Timeout (0:00:03)!', out)
+        self.assertIn('hangs_in_teardown', out)
 
     def test_without_it_the_same_test_hangs(self):
         # The control: pytest-timeout alone does not end this test.

@@ -80,6 +80,7 @@ class FakeQemu:
         self.calls = []
         self.fail = {}          # (command, n-th call) or command -> reason
         self.timeout = {}       # same keys -> 'before' | 'after' | 'late'
+        self.busy = {}          # command -> how many times not sent
         self.before = {}        # same keys -> callable run first
         self.resume_failures = 0
         self.suspend_seconds = 0
@@ -96,6 +97,10 @@ class FakeQemu:
         for key in keys:
             if key in self.before:
                 self.before[key]()
+        if self.busy.get(command):
+            # qmp.Monitor found the process's commands at their limit.
+            self.busy[command] -= 1
+            raise qmp.QmpBusy(self.name, command, 1, 0.5)
         for key in keys:
             if key in self.fail:
                 raise qmp.QmpError(self.name, command, self.fail[key])
@@ -473,6 +478,28 @@ class SwitchTest(unittest.TestCase):
         self.assertEqual('rolled-back', result.state)
         self.assert_unchanged()
         self.assertNotIn('suspend', self.qemu.commands())
+
+    def test_a_clean_up_not_sent_at_first_is_sent_once_a_slot_frees(self):
+        # Inside nova-compute one QMP command at a time: the timed-out add
+        # holds the slot, so the first tries of the delete are not sent.
+        self.qemu.timeout['blockdev-add'] = 'after'
+        self.qemu.busy['blockdev-del'] = 2
+        result = self.switch()
+        self.assertEqual('rolled-back', result.state, result)
+        self.assert_unchanged()
+        self.assertEqual(0, self.qemu.busy['blockdev-del'])
+        # Tried three times (twice not sent), then deleted.
+        self.assertEqual(['blockdev-add'] + ['del ' + TEMP] * 3,
+                         self.qemu.commands()[-4:])
+
+    def test_a_leftover_delete_not_sent_is_refused_to_try_again(self):
+        self.qemu.nodes[TEMP] = node(TEMP, 'rbd', direct=True)
+        self.qemu.busy['blockdev-del'] = 1
+        with self.assertRaises(livefix.NotSwitched) as ctx:
+            self.switch()
+        self.assertIn('not sent', str(ctx.exception))
+        self.assertIn('run it again once QEMU answers', str(ctx.exception))
+        self.assertNotIn('cold restart', str(ctx.exception))
 
     # -- libvirt jobs ------------------------------------------------------
 

@@ -131,3 +131,44 @@ class SlotsTest(unittest.TestCase):
                 qmp.Monitor(Domain('d%d' % n), timeout=0.3,
                             send=refuse)('query-status')
         self.assertEqual(0, qmp._get_slots().used)
+
+    def hang_the_limit(self):
+        """MAX_IN_FLIGHT commands pending, each past its 0.3 s bound."""
+        for n in range(qmp.MAX_IN_FLIGHT):
+            with self.assertRaises(qmp.QmpTimeout):
+                self.monitor(n)('query-named-block-nodes')
+
+    def test_a_slot_found_late_still_gets_the_whole_bound_to_answer(self):
+        self.hang_the_limit()
+        # A slot frees after 0.25 s of the next command's 0.3 s; QEMU
+        # then takes 0.2 s to answer it: within its own bound.
+        threading.Timer(0.25, self.qemu.answer.set).start()
+        late = qmp.Monitor(Domain('late'), timeout=0.3, send=lambda text: (
+            time.sleep(0.2), '{"return": []}')[1])
+        self.assertEqual([], late('query-named-block-nodes'))
+
+    def test_a_freed_slot_wakes_the_waiter_whose_limit_it_fits(self):
+        slots = qmp._Slots()
+        for _ in range(3):
+            self.assertTrue(slots.take(3, 0))
+        outcomes = {}
+
+        def take(name, limit):
+            outcomes[name] = slots.take(limit, 1.5)
+            ended[name] = time.monotonic()
+        ended = {}
+        # The one-at-a-time waiter waits first: a single wake-up would go
+        # to it, and it cannot go with two still pending.
+        one = threading.Thread(target=take, args=('one', 1))
+        one.start()
+        time.sleep(0.1)
+        three = threading.Thread(target=take, args=('three', 3))
+        three.start()
+        time.sleep(0.1)
+        given = time.monotonic()
+        slots.give()
+        three.join(5)
+        one.join(5)
+        self.assertEqual({'one': False, 'three': True}, outcomes)
+        # At once, not when its own wait ran out.
+        self.assertLess(ended['three'] - given, 0.5)
