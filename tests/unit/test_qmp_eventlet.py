@@ -1,4 +1,4 @@
-"""qmp.bounded inside an eventlet-patched process (nova-compute 30-33).
+"""qmp inside an eventlet-patched process (nova-compute 30-33).
 
 A libvirt call blocks in C; run in a greenthread it would stop every other
 greenthread and no bound could interrupt it. Checked in a subprocess (a
@@ -10,7 +10,8 @@ import subprocess
 import sys
 import textwrap
 
-SCRIPT = textwrap.dedent('''
+# Patched, with a greenthread ticking every 50 ms (``ticks``).
+PREAMBLE = textwrap.dedent('''
     import eventlet
     eventlet.monkey_patch()
     import ctypes, json, time
@@ -24,6 +25,9 @@ SCRIPT = textwrap.dedent('''
             eventlet.sleep(0.05)
     eventlet.spawn_n(ticker)
     eventlet.sleep(0)
+''')
+
+SCRIPT = PREAMBLE + textwrap.dedent('''
     started = time.monotonic()
     with qmp.offloaded():
         value = qmp.bounded(lambda: libc.usleep(600000) or 'done',
@@ -58,21 +62,7 @@ def test_a_blocking_call_leaves_other_greenthreads_running():
     assert result['bound_after'] < 1.5, result
 
 
-LIMIT_SCRIPT = textwrap.dedent('''
-    import eventlet
-    eventlet.monkey_patch()
-    import ctypes, json, time
-    from nova_shared_cache.libvirt import qmp
-    libc = ctypes.CDLL(None)
-    ticks = []
-
-    def ticker():
-        while True:
-            ticks.append(time.monotonic())
-            eventlet.sleep(0.05)
-    eventlet.spawn_n(ticker)
-    eventlet.sleep(0)
-
+LIMIT_SCRIPT = PREAMBLE + textwrap.dedent('''
     class Domain:
         def name(self):
             return 'd'
