@@ -556,7 +556,8 @@ def _fix(conf, settings, report):
     for row in report.disks:
         live = conf.command.live and audit.needs_live_fix(row)
         findings = row.findings
-        if conf.command.live and not live and _has_leftover(row, leftovers):
+        if conf.command.live and not live and _has_leftover(
+                row, leftovers, report.warnings):
             # An earlier fix --live stopped half-way: finish it.
             live = True
             findings = findings + [{
@@ -586,12 +587,24 @@ def _fix(conf, settings, report):
     return results, None
 
 
-def _has_leftover(row, cache):
-    """Whether QEMU has a temporary node of this disk (nsc-N-storage)."""
+def _has_leftover(row, cache, warnings):
+    """Whether QEMU has a temporary node of this disk (nsc-N-storage).
+
+    A QEMU that cannot be asked is a warning (once per domain): a switch
+    an earlier fix --live left half-way is then not seen this time.
+    """
     if not (row.running and row.live is not None and row.live.index):
         return False
     if row.domain not in cache:
-        cache[row.domain] = livefix.temp_nodes(row.handle)
+        try:
+            cache[row.domain] = livefix.temp_nodes(row.handle)
+        except Exception as err:
+            cache[row.domain] = {}
+            warnings.append(
+                '%s: could not ask QEMU for nodes an earlier fix --live may '
+                'have left (%s); its disks were not checked for a switch '
+                'left half-way: run fix --live again once QEMU answers'
+                % (row.domain, getattr(err, 'reason', None) or err))
     return row.live.index in cache[row.domain]
 
 

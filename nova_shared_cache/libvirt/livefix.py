@@ -723,14 +723,13 @@ def switch(domain, disk, **kwargs):
 def temp_nodes(domain, timeout=None):
     """Nodes an earlier switch may have left (``nsc-*``), by disk index.
 
-    An empty dict when QEMU cannot be asked.
+    Raises what asking QEMU raised (a :class:`qmp.QmpError`, libvirt's
+    error) when it cannot be asked: the caller says so rather than take
+    "no answer" for "nothing left".
     """
-    try:
-        monitor = (qmp.Monitor(domain) if timeout is None
-                   else qmp.Monitor(domain, timeout=timeout))
-        nodes = monitor.block_nodes()
-    except Exception:
-        return {}
+    monitor = (qmp.Monitor(domain) if timeout is None
+               else qmp.Monitor(domain, timeout=timeout))
+    nodes = monitor.block_nodes()
     prefix, suffix = TEMP_NODE.split('%s')
     return {name[len(prefix):-len(suffix)]: name for name in nodes
             if name.startswith(prefix) and name.endswith(suffix)}

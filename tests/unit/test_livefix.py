@@ -765,7 +765,8 @@ class ReportTest(unittest.TestCase):
     def test_fix_stops_after_an_interrupted_switch(self):
         conf = types.SimpleNamespace(command=types.SimpleNamespace(
             live=True, config=False, dry_run=False))
-        report = types.SimpleNamespace(disks=[self.row(), self.row()])
+        report = types.SimpleNamespace(disks=[self.row(), self.row()],
+                                       warnings=[])
         settings = types.SimpleNamespace(cache_mode='none')
         done = {'state': 'rolled-back', 'interrupted': 'SIGINT'}
         with mock.patch.object(audit, 'fix_live',
@@ -781,13 +782,49 @@ class ReportTest(unittest.TestCase):
         row.live.index = '2'
         conf = types.SimpleNamespace(command=types.SimpleNamespace(
             live=True, config=False, dry_run=True))
-        report = types.SimpleNamespace(disks=[row])
+        report = types.SimpleNamespace(disks=[row], warnings=[])
         with mock.patch.object(livefix, 'temp_nodes',
                                return_value={'2': TEMP}):
             results, _ = manage._fix(conf, types.SimpleNamespace(
                 cache_mode='none'), report)
         self.assertEqual('live', results[0]['action'])
         self.assertEqual('leftover', results[0]['findings'][0]['code'])
+        self.assertEqual([], report.warnings)
+
+    def test_a_qemu_not_asked_for_leftovers_is_a_warning(self):
+        # Two disks of one domain whose QEMU does not take the question:
+        # one warning naming the domain, the reason and the remedy; no
+        # action, and QEMU is asked once.
+        rows = [self.row(), self.row()]
+        for index, row in enumerate(rows):
+            row.findings = []
+            row.live.index = str(index)
+        conf = types.SimpleNamespace(command=types.SimpleNamespace(
+            live=True, config=False, dry_run=True))
+        report = types.SimpleNamespace(disks=rows, warnings=[])
+        busy = qmp.QmpBusy('instance-1', 'query-named-block-nodes', 3, 2.0)
+        with mock.patch.object(livefix, 'temp_nodes',
+                               side_effect=busy) as asked:
+            results, _ = manage._fix(conf, types.SimpleNamespace(
+                cache_mode='none'), report)
+        self.assertEqual([], results)
+        asked.assert_called_once()
+        self.assertEqual(1, len(report.warnings))
+        self.assertIn('instance-1: could not ask QEMU', report.warnings[0])
+        self.assertIn(busy.reason, report.warnings[0])
+        self.assertIn('run fix --live again once QEMU answers',
+                      report.warnings[0])
+
+    def test_temp_nodes_raises_what_qemu_asking_raised(self):
+        with mock.patch.object(qmp, 'Monitor') as monitor:
+            monitor.return_value.block_nodes.side_effect = qmp.QmpTimeout(
+                'instance-1', 'query-named-block-nodes', 2.0)
+            self.assertRaises(qmp.QmpTimeout, livefix.temp_nodes,
+                              mock.Mock())
+            monitor.return_value.block_nodes.side_effect = None
+            monitor.return_value.block_nodes.return_value = [
+                'libvirt-2-format', TEMP, 'nsc-x']
+            self.assertEqual({'2': TEMP}, livefix.temp_nodes(mock.Mock()))
 
 
 class FormatOptionsTest(unittest.TestCase):
