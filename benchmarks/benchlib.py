@@ -2,7 +2,8 @@
 
 Each benchmark prints a Markdown table and, with ``--json FILE``, writes
 its numbers and the machine they were measured on, so that
-``benchmarks/plots.py`` and ``doc/performance.md`` read the same figures.
+``benchmarks/plots.py`` and ``doc/source/performance.md`` read the same
+figures.
 """
 
 import argparse

@@ -11,8 +11,8 @@ it (``--keep`` leaves it). The benchmarks of ``CLOUD`` run last, on the
 lab cloud (``tools/cloud``) with its venv's Python: the cloud is brought up
 if it is not, and taken down again afterwards if it was not up (the
 embedded stack goes with it; a stack that was up alone is brought up again,
-as a new one). ``tox -e bench`` runs this as root; ``doc/performance.md``
-reads these files.
+as a new one). ``tox -e bench`` runs this as root;
+``doc/source/performance.md`` reads these files.
 """
 
 import argparse

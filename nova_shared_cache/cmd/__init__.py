@@ -2,6 +2,10 @@
 
 import argparse
 
+#: The help of every command's --json.
+JSON_HELP = ('exactly one JSON document on standard output, whatever the '
+             'outcome (errors too, with exit_code and meaning)')
+
 
 def whole_number(option, low, high=None, unit=''):
     """An argparse type: a whole number from ``low`` (to ``high``).

@@ -32,6 +32,7 @@ from nova_shared_cache import hostnet
 from nova_shared_cache.libvirt import domxml
 from nova_shared_cache.libvirt import livefix
 from nova_shared_cache.libvirt import qmp
+from nova_shared_cache import metrics
 
 DEFAULT_CONFIG = '/etc/nova/nova.conf'
 OK, FINDINGS, ERROR = 0, 1, 2
@@ -42,6 +43,8 @@ HOOK_NAME = '50-nova-shared-cache'
 LIBVIRT_TIMEOUT = 30
 #: How long a fence lasts unless --expire says otherwise (Ceph's default).
 DEFAULT_EXPIRE = 3600
+#: audit --format
+FORMATS = ('table', 'json', 'prometheus')
 
 # The two [libvirt] options read here, declared under Nova's names so the
 # same nova.conf works without importing Nova.
@@ -65,25 +68,30 @@ def _add_workers(parser):
 def _add_parsers(subparsers):
     status = subparsers.add_parser(
         'status', help='features, size and clients of an RBD image')
-    status.add_argument('image', metavar='POOL/IMAGE')
-    status.add_argument('--json', action='store_true')
+    status.add_argument('image', metavar='POOL/IMAGE',
+                        help='the image, as POOL/IMAGE or '
+                             'POOL/NAMESPACE/IMAGE')
+    status.add_argument('--json', action='store_true', help=cmd.JSON_HELP)
     status.add_argument('--ceph-user', metavar='USER',
                         help='instead of [shared_cache] ceph_user')
 
     fence = subparsers.add_parser(
         'fence', help='blocklist a client of an RBD image in Ceph')
-    fence.add_argument('image', metavar='POOL/IMAGE')
+    fence.add_argument('image', metavar='POOL/IMAGE',
+                       help='the image whose client to fence')
     fence.add_argument('--client', required=True, metavar='ADDR',
                        help='the client address as status shows it')
     fence.add_argument('--expire', default=DEFAULT_EXPIRE,
                        type=cmd.whole_number('--expire', 1,
                                              unit=' of seconds'),
-                       metavar='SECONDS')
+                       metavar='SECONDS',
+                       help='how long the blocklist entry lasts (default '
+                            '%(default)s)')
     fence.add_argument('--undo', action='store_true',
                        help='remove the client from the blocklist')
     fence.add_argument('--force', action='store_true',
                        help="fence a client of this host's own domains")
-    fence.add_argument('--json', action='store_true')
+    fence.add_argument('--json', action='store_true', help=cmd.JSON_HELP)
     fence.add_argument('--ceph-user', metavar='USER',
                        help="instead of [shared_cache] ceph_user (Ceph's "
                             "'profile rbd' may add blocklist entries but "
@@ -92,7 +100,18 @@ def _add_parsers(subparsers):
     audit = subparsers.add_parser(
         'audit', help="every RBD disk of this host's libvirt domains: "
                       "cache mode, QEMU's cache state, sharing, features")
-    audit.add_argument('--json', action='store_true')
+    audit.add_argument('--json', action='store_true',
+                       help='the same as --format json')
+    audit.add_argument('--format', choices=FORMATS, default=None,
+                       help='table (default), json, or prometheus: the '
+                            "findings as metrics for node_exporter's "
+                            'textfile collector')
+    audit.add_argument('--output', metavar='FILE',
+                       help='with --format prometheus: replace FILE '
+                            'atomically (a .prom file in the textfile '
+                            "collector's directory) instead of writing "
+                            'to standard output; written also when the '
+                            'audit cannot run')
     audit.add_argument('--domain', action='append', metavar='NAME',
                        help='only this domain (repeatable)')
     audit.add_argument('--no-ceph', action='store_true',
@@ -114,7 +133,7 @@ def _add_parsers(subparsers):
                      help='only this domain (repeatable)')
     fix.add_argument('--dry-run', action='store_true',
                      help='say what would be done, change nothing')
-    fix.add_argument('--json', action='store_true')
+    fix.add_argument('--json', action='store_true', help=cmd.JSON_HELP)
     fix.add_argument('--no-ceph', action='store_true',
                      help='do not ask Ceph which images are shared')
     fix.add_argument('--ceph-user', metavar='USER',
@@ -126,7 +145,8 @@ def _add_parsers(subparsers):
                              "(nova-shared-cache-libvirt-hook)")
     install.add_argument('--hooks-dir', default=HOOKS_DIR,
                          help='default: %(default)s')
-    install.add_argument('--uninstall', action='store_true')
+    install.add_argument('--uninstall', action='store_true',
+                         help='remove the hook instead')
     install.add_argument('--reload', action='store_true',
                          help='make libvirtd (or virtqemud) read its hooks '
                               'again (SIGHUP); else they are read at its '
@@ -206,9 +226,10 @@ def guard_credentials(conf, connection=None):
             libvirt_connection=libvirt_connection, volume_monitors=True)
     except Exception as err:        # a report, never a reason to fail
         return {'source': cephauth.NONE, 'user': user,
-                'ceph_conf': settings.ceph_conf,
+                'ceph_conf': settings.ceph_conf, 'usable': False,
                 'detail': 'cannot tell: %s' % err}
     report = credentials.report()
+    report['usable'] = bool(credentials.usable)
     if not credentials.usable:
         report['remedy'] = cephauth.remedy(user, settings.ceph_conf,
                                            conf.libvirt.rbd_secret_uuid)
@@ -468,10 +489,14 @@ def cmd_audit(conf, out):
         guard = guard_credentials(conf, connection)
     finally:
         close_all(qmp_connection, connection)
-    if conf.command.json:
+    if audit_format(conf.command) == 'json':
         data = report.report()
         data['guard'] = guard
         out.write(json.dumps(data, indent=2, sort_keys=True) + '\n')
+        return report.exit_code
+    if audit_format(conf.command) == 'prometheus':
+        _write_metrics(conf.command, out, metrics.render(
+            report.report(), guard, report.exit_code))
         return report.exit_code
     rows = [('DOMAIN', 'STATE', 'DISK', 'IMAGE', 'DEFINED', 'QEMU',
              'SHARED', 'FINDINGS')]
@@ -501,6 +526,30 @@ def cmd_audit(conf, out):
                              report.findings, len(report.errors),
                              report.seconds))
     return report.exit_code
+
+
+def audit_format(command):
+    """table, json or prometheus (--json is --format json)."""
+    if command.json:
+        return 'json'
+    return command.format or 'table'
+
+
+def _write_metrics(command, out, text):
+    if command.output:
+        metrics.write_atomically(command.output, text)
+    else:
+        out.write(text)
+
+
+def _audit_failed(conf, out, err, error_type):
+    """audit --format prometheus that could not run: still metrics."""
+    try:
+        _write_metrics(conf.command, out,
+                       metrics.render_failure(error_type, ERROR))
+    except OSError as error:
+        err.write('nova-shared-cache: cannot write %s: %s\n'
+                  % (conf.command.output, error))
 
 
 def cmd_fix(conf, out):
@@ -724,6 +773,26 @@ def check_input(conf):
         sc_conf.load(conf)
     if name in ('status', 'fence'):
         ceph_user(conf)
+    if name == 'audit':
+        if command.json and command.format not in (None, 'json'):
+            raise exception.UsageError(
+                reason='--json and --format %s: give one of them'
+                       % command.format)
+        if command.output is not None:
+            if audit_format(command) != 'prometheus':
+                raise exception.UsageError(
+                    reason='--output is for --format prometheus (the '
+                           'textfile collector); redirect the %s output '
+                           'instead' % audit_format(command))
+            directory = os.path.dirname(os.path.abspath(command.output))
+            if not command.output.strip() or os.path.isdir(command.output):
+                raise exception.UsageError(
+                    reason='--output %r is not a file name'
+                           % command.output)
+            if not os.path.isdir(directory):
+                raise exception.UsageError(
+                    reason='--output %s: directory %s does not exist'
+                           % (command.output, directory))
     if name in ('audit', 'fix'):
         for domain in command.domain or []:
             if not domain.strip():
@@ -761,6 +830,25 @@ def _parse_args(argv, err):
                      captured_err.getvalue())
 
 
+def _asks_json(argv):
+    """--json or audit's --format json: one JSON document, come what may."""
+    for i, arg in enumerate(argv):
+        if arg == '--json' or arg == '--format=json' or (
+                arg == '--format' and argv[i + 1:i + 2] == ['json']):
+            return True
+    return False
+
+
+def _as_metrics(conf, error):
+    """Whether a failed command still owes metrics.
+
+    audit --format prometheus that got past its usage checks.
+    """
+    return (conf is not None and conf.command.name == 'audit'
+            and audit_format(conf.command) == 'prometheus'
+            and not isinstance(error, exception.UsageError))
+
+
 def _document(doc, code):
     doc.setdefault('exit_code', code)
     doc.setdefault('meaning', MEANINGS.get(code, 'error'))
@@ -781,11 +869,11 @@ def main(argv=None, out=None, err=None):
     out = out or sys.stdout
     err = err or sys.stderr
     argv = list(sys.argv[1:] if argv is None else argv)
-    as_json = '--json' in argv
+    as_json = _asks_json(argv)
     # With --json a failing command's partial output is dropped, so that
     # one document comes out.
     sink = io.StringIO() if as_json else out
-    command = None
+    command = conf = None
     try:
         conf = _parse_args(argv, err)
         command = conf.command.name
@@ -813,6 +901,8 @@ def main(argv=None, out=None, err=None):
         if as_json:
             out.write(_error_document(message, type(error).__name__,
                                       command))
+        elif _as_metrics(conf, error):
+            _audit_failed(conf, out, err, type(error).__name__)
         return ERROR
     except Exception as error:  # never a traceback and exit 1 ("findings")
         message = 'unexpected %s: %s' % (type(error).__name__, error)
@@ -820,6 +910,8 @@ def main(argv=None, out=None, err=None):
         if as_json:
             out.write(_error_document(message, type(error).__name__,
                                       command))
+        elif _as_metrics(conf, error):
+            _audit_failed(conf, out, err, type(error).__name__)
         return ERROR
     finally:
         cephclient.REGISTRY.close_all()

@@ -37,7 +37,8 @@ def add_parsers(subparsers):
     verify.add_argument('--volume-type',
                         help='a multiattach volume type (default: the '
                              "cloud's default type, which must be one)")
-    verify.add_argument('--availability-zone', '--az', dest='az')
+    verify.add_argument('--availability-zone', '--az', dest='az',
+                        help='boot both servers in this availability zone')
     verify.add_argument('--host', action='append', default=[],
                         dest='hosts', metavar='HOST',
                         help='boot server A on the first --host, B on the '
@@ -51,13 +52,17 @@ def add_parsers(subparsers):
                         default=runner.DEFAULT_PROBES,
                         help='read-after-write probes, half in each '
                              'direction (default: %(default)s)')
-    for option, default in (('--boot-timeout', 600),
-                            ('--probe-timeout', 1800)):
+    for option, default, what in (
+            ('--boot-timeout', 600, 'seconds each server may take to '
+                                    'become ACTIVE and to boot'),
+            ('--probe-timeout', 1800, 'seconds the probes may take in '
+                                      'all')):
         verify.add_argument(option, default=default, type=cmd.whole_number(
-            option, 1, unit=' of seconds'))
+            option, 1, unit=' of seconds'),
+            help='%s (default: %%(default)s)' % what)
     verify.add_argument('--keep', action='store_true',
                         help='leave the servers, volume and group')
-    verify.add_argument('--json', action='store_true')
+    verify.add_argument('--json', action='store_true', help=cmd.JSON_HELP)
 
     build = subparsers.add_parser(
         'build-probe-image', help="build verify's probe image from Debian "
@@ -68,13 +73,15 @@ def add_parsers(subparsers):
                        help='build even if the file is of the same recipe')
     build.add_argument('--upload', action='store_true',
                        help='upload it to Glance (openstacksdk)')
-    build.add_argument('--os-cloud', metavar='NAME')
+    build.add_argument('--os-cloud', metavar='NAME',
+                       help='the cloud to upload to (default: $OS_CLOUD, '
+                            'else the OS_* variables)')
     build.add_argument('--name', default=runner.DEFAULT_IMAGE,
                        dest='image_name',
                        help='the Glance image name (default: %(default)s)')
     build.add_argument('--public', action='store_true',
                        help='a public image (admin)')
-    build.add_argument('--json', action='store_true')
+    build.add_argument('--json', action='store_true', help=cmd.JSON_HELP)
 
 
 def check_input(command):

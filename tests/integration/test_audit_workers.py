@@ -245,3 +245,75 @@ def test_a_stopped_osd_costs_its_rows_one_bound(stack, fleet, conf,
                     % qmp.MAX_IN_FLIGHT in error), error
         else:
             assert row['domain'] not in unanswered
+
+
+def prometheus(conf, *args):
+    out, err = io.StringIO(), io.StringIO()
+    code = manage.main(['--config-file', conf, 'audit', '--format',
+                        'prometheus'] + list(args), out, err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def samples(text):
+    from prometheus_client import parser
+    found = {}
+    for family in parser.text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[sample.name, tuple(sorted(sample.labels.items()))] = (
+                sample.value)
+    return found
+
+
+def test_prometheus_metrics_are_the_report(fleet, conf, tmp_path):
+    # The textfile collector's file, replaced whole, says what the JSON
+    # report says, disk by disk, on real running QEMUs and the real Ceph.
+    code, doc, _ = audit(conf)
+    path = tmp_path / 'nova_shared_cache.prom'
+    path.write_text('stale\n')
+    assert prometheus(conf, '--output', str(path)) == (code, '', '')
+    found = samples(path.read_text())
+    assert os.listdir(tmp_path) == ['nova_shared_cache.prom']
+    rows = ours(doc, fleet)
+    assert len(rows) == 9
+    prefix = 'nova_shared_cache_'
+    for row in rows:
+        labels = tuple(sorted({'domain': row['domain'], 'uuid': row['uuid'],
+                               'disk': row['target'],
+                               'image': row['image']}.items()))
+        codes = {f['code'] for f in row['findings']}
+        assert found[prefix + 'disk_shared', labels] == row['shared']
+        assert found[prefix + 'disk_running', labels] == row['running']
+        assert found[prefix + 'disk_caching', labels] == (
+            'caching' in codes), row
+        assert found[prefix + 'disk_not_shareable', labels] == (
+            'not-shareable' in codes), row
+        assert found[prefix + 'disk_findings', labels] == len(codes)
+    caching = [k for k, v in found.items()
+               if k[0] == prefix + 'disk_caching' and v == 1
+               and dict(k[1])['domain'] in fleet]
+    assert sorted(dict(k[1])['domain'] for k in caching) == sorted(
+        fleet[n] for n in (2, 3, 6, 7))
+    # The missing image is the audit's one error.
+    assert found[prefix + 'audit_success', ()] == 0
+    assert found[prefix + 'audit_exit_code', ()] == 2
+    assert [dict(k[1]) for k in found if k[0] == prefix + 'audit_error'
+            and 'volume-missing' in dict(k[1]).get('image', '')]
+    assert found[prefix + 'guard_credentials_usable',
+                 (('source', 'keyring'), ('user', 'cinder'))] == 1
+
+
+def test_prometheus_file_of_an_audit_that_cannot_run(conf, tmp_path):
+    # libvirtd not reachable: the file still gets replaced, with success 0.
+    broken = tmp_path / 'nova.conf'
+    broken.write_text(open(conf).read().replace(
+        '[libvirt]\n', '[libvirt]\nconnection_uri = qemu:///system?socket='
+        '%s\n' % (tmp_path / 'no-such-socket')))
+    path = tmp_path / 'nsc.prom'
+    path.write_text('nova_shared_cache_audit_success 1\n')
+    code, out, err = prometheus(str(broken), '--output', str(path))
+    assert (code, out) == (2, ''), err
+    assert 'no-such-socket' in err
+    found = samples(path.read_text())
+    assert found['nova_shared_cache_audit_success', ()] == 0
+    assert found['nova_shared_cache_audit_failed',
+                 (('error_type', 'LibvirtError'),)] == 1

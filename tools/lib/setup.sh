@@ -2,13 +2,14 @@
 # shellcheck shell=bash
 
 # The real stack: Ceph, libvirt/QEMU, guest image tools, fio (the data-path
-# benchmark), and what the venvs need to build.
+# benchmark), graphviz (the docs' diagrams), and what the venvs need to
+# build.
 NSC_DEB_PACKAGES=(
     python3 python3-venv python3-dev python3-pip build-essential git
     ceph-mon ceph-osd ceph-mgr ceph-common python3-rbd python3-rados
     qemu-system-x86 qemu-block-extra qemu-utils
     libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
-    python3-libvirt cpio busybox-static fio
+    python3-libvirt cpio busybox-static fio graphviz
     syslinux syslinux-common mtools dosfstools
 )
 
