@@ -6,3 +6,4 @@ extensions = ['reno.sphinxext']
 master_doc = 'index'
 exclude_patterns = ['_build']
 html_theme = 'alabaster'
+smartquotes = False
