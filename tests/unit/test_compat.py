@@ -8,6 +8,7 @@ from nova.virt.libvirt import driver as libvirt_driver
 
 from nova_shared_cache import compat
 from nova_shared_cache import exception
+from tests import compat as test_compat
 from tests.unit import base
 
 
@@ -89,7 +90,7 @@ class ArgumentTest(base.TestCase):
 class SupportedRangeStatedTest(base.TestCase):
     """setup.cfg, tox.ini and the README state the range compat enforces."""
 
-    TOP = pathlib.Path(__file__).resolve().parents[2]
+    TOP = pathlib.Path(test_compat.source_tree())
 
     def test_setup_cfg_extra_matches(self):
         cfg = configparser.ConfigParser()

@@ -13,10 +13,10 @@ from oslo_config import generator
 from nova_shared_cache import conf as sc_conf
 from nova_shared_cache import driver as sc_driver
 from nova_shared_cache import exception
+from tests import compat as test_compat
 from tests.unit import base
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
+REPO = test_compat.source_tree()
 
 
 class OptionValidationTest(base.TestCase):

@@ -13,10 +13,10 @@ import os
 import re
 import sysconfig
 
+from tests import compat as test_compat
 from tests.unit import base
 
-TOP = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
+TOP = test_compat.source_tree()
 PRODUCT_DIRS = ('nova_shared_cache', os.path.join('nova', 'virt',
                                                   'shared_cache'))
 # A module path of the lab (or of the old nova_shared_cache.embedded).
