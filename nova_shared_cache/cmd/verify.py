@@ -23,7 +23,11 @@ DEFAULT_OUTPUT = 'nova-shared-cache-probe.raw'
 MAX_PROBES = 2000
 
 
-def add_parsers(subparsers):
+#: The subcommands of this module.
+NAMES = ('verify', 'build-probe-image')
+
+
+def add_parser(subparsers):
     verify = subparsers.add_parser(
         'verify', help='check through the cloud API alone that two servers '
                        'sharing a multiattach volume see each other\'s '
@@ -84,7 +88,8 @@ def add_parsers(subparsers):
     build.add_argument('--json', action='store_true', help=cmd.JSON_HELP)
 
 
-def check_input(command):
+def check_input(conf):
+    command = conf.command
     if command.name == 'verify':
         if len(command.hosts) not in (0, 2):
             raise exception.UsageError(
@@ -187,3 +192,7 @@ def cmd_build_probe_image(conf, out):
 
 
 COMMANDS = {'verify': cmd_verify, 'build-probe-image': cmd_build_probe_image}
+
+
+def run(conf, out):
+    return COMMANDS[conf.command.name](conf, out)

@@ -15,12 +15,14 @@ import sys
 from lxml import etree
 import pytest
 
+from nova_shared_cache.cmd import install_hook as install_hook_cmd
 from nova_shared_cache.cmd import manage
 from nova_shared_cache.libvirt import domxml
 from nova_shared_cache.libvirt import qmp
 from nova_shared_cache_lab import guest as guest_image
 
-HOOK = os.path.join(manage.HOOKS_DIR, 'qemu.d', manage.HOOK_NAME)
+HOOK = os.path.join(install_hook_cmd.HOOKS_DIR, 'qemu.d',
+                    install_hook_cmd.HOOK_NAME)
 
 DOMAIN = """<domain type='qemu'>
   <name>{name}</name>
@@ -498,14 +500,16 @@ def test_libvirtd_restart_with_a_broken_hook_keeps_vms_running(
     # After ours (qemu.d runs in name order), a hook that notes what
     # libvirtd ran: once it has seen a reconnect, ours has answered.
     seen_by_libvirt = tmp_path / 'libvirt-ran'
-    recorder = os.path.join(manage.HOOKS_DIR, 'qemu.d', '99-nsc-test-recorder')
+    recorder = os.path.join(install_hook_cmd.HOOKS_DIR, 'qemu.d',
+                            '99-nsc-test-recorder')
     hook_env.set_mode('deny')
     names = ['instance-hook-restart-1', 'instance-hook-restart-2']
     try:
-        hookinstall.install(manage.HOOKS_DIR, manage.HOOK_NAME,
+        hookinstall.install(install_hook_cmd.HOOKS_DIR,
+                            install_hook_cmd.HOOK_NAME,
                             hookinstall.render(str(python),
                                                [hook_env.conf_path]))
-        hookinstall.install(manage.HOOKS_DIR, '99-nsc-test-recorder',
+        hookinstall.install(install_hook_cmd.HOOKS_DIR, '99-nsc-test-recorder',
                             '#!/bin/sh\necho "$1 $2" >> %s\n'
                             % seen_by_libvirt)
         domains = [hook_env.define(names[0], []), hook_env.define(

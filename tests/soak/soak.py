@@ -189,13 +189,14 @@ class Soak:
                     'rbd_user = cinder\n'
                     % (CEPH_TIMEOUT, self.stack.ceph.client_conf))
 
-        from nova_shared_cache.cmd import manage
+        from nova_shared_cache.cmd import install_hook as install_hook_cmd
         wheel = os.path.join(work, os.path.basename(_package_wheel()))
         shutil.copy(_package_wheel(), wheel)
         self.hook = faults.HookVenv(
             os.environ.get('NSC_SOAK_HOOK_VENV') or HOOK_VENV, wheel,
             self.conf_path,
-            os.path.join(manage.HOOKS_DIR, 'qemu.d', manage.HOOK_NAME),
+            os.path.join(install_hook_cmd.HOOKS_DIR, 'qemu.d',
+                         install_hook_cmd.HOOK_NAME),
             HOOK_DOMAIN.format(secret=self.stack.secret_uuid,
                                port=self.stack.ceph.port))
         say('hook venv %s' % self.hook.path)

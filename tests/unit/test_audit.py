@@ -19,6 +19,7 @@ from lxml import etree
 from nova.tests.fixtures import libvirt as fakelibvirt
 
 from nova_shared_cache import audit
+from nova_shared_cache.cmd import common
 from nova_shared_cache.cmd import manage
 from nova_shared_cache import exception
 from nova_shared_cache.libvirt import domxml
@@ -199,7 +200,7 @@ class AuditCase(base.TestCase):
         )).mock
         self.domains = []
         self.open_libvirt = self.useFixture(base.fixtures.MockPatch(
-            'nova_shared_cache.cmd.manage.open_libvirt',
+            'nova_shared_cache.cmd.common.open_libvirt',
             side_effect=lambda conf: FakeConnection(self.domains))).mock
 
     def run_cli(self, *args):
@@ -1017,7 +1018,7 @@ class OpenLibvirtTest(base.TestCase):
             raise FakeLibvirtError('Failed to connect socket')
         use_module(self, 'libvirt', fake_libvirt(open=refuse))
         err = self.assertRaises(exception.LibvirtError,
-                                manage.open_libvirt, self.conf)
+                                common.open_libvirt, self.conf)
         self.assertIn('connect to libvirt at qemu:///system', str(err))
         self.assertIn('Failed to connect socket', str(err))
 
@@ -1026,10 +1027,10 @@ class OpenLibvirtTest(base.TestCase):
         self.addCleanup(release.set)
         use_module(self, 'libvirt',
                    fake_libvirt(open=lambda uri: release.wait(30)))
-        with mock.patch.object(manage, 'LIBVIRT_TIMEOUT', 0.3):
+        with mock.patch.object(common, 'LIBVIRT_TIMEOUT', 0.3):
             started = time.monotonic()
             err = self.assertRaises(exception.LibvirtError,
-                                    manage.open_libvirt, self.conf)
+                                    common.open_libvirt, self.conf)
         self.assertLess(time.monotonic() - started, 5)
         self.assertIn('no answer within', str(err))
 
@@ -1038,8 +1039,8 @@ class OpenLibvirtTest(base.TestCase):
         use_module(self, 'libvirt', fake_libvirt(
             open=lambda uri: opened.append(('rw', uri)) or 'rw',
             openReadOnly=lambda uri: opened.append(('ro', uri)) or 'ro'))
-        self.assertEqual('rw', manage.open_libvirt(self.conf))
-        self.assertEqual('ro', manage.open_libvirt(self.conf,
+        self.assertEqual('rw', common.open_libvirt(self.conf))
+        self.assertEqual('ro', common.open_libvirt(self.conf,
                                                    read_only=True))
         self.assertEqual([('rw', 'qemu:///system'), ('ro', 'qemu:///system')],
                          opened)
@@ -1047,7 +1048,7 @@ class OpenLibvirtTest(base.TestCase):
     def test_missing_bindings_are_named(self):
         use_module(self, 'libvirt', None)     # import libvirt fails
         err = self.assertRaises(exception.LibvirtError,
-                                manage.open_libvirt, self.conf)
+                                common.open_libvirt, self.conf)
         self.assertIn('load the libvirt Python bindings', str(err))
         self.assertIn('python3-libvirt', str(err))
         self.assertIn('libvirt-python', str(err))
@@ -1074,7 +1075,7 @@ class LocalDomainsUsingTest(base.TestCase):
             FakeDomain('b'), FakeDomain('a'), gone,
             FakeDomain('c', xml('c', spec=OTHER_SPEC, index='2'))]))
         self.assertEqual(['a', 'b'],
-                         manage.local_domains_using(self.conf, SPEC))
+                         common.local_domains_using(self.conf, SPEC))
 
     def test_a_libvirt_error_is_named(self):
         connection = FakeConnection([])
@@ -1084,6 +1085,6 @@ class LocalDomainsUsingTest(base.TestCase):
         connection.listAllDomains = fail
         self.use(connection)
         err = self.assertRaises(exception.LibvirtError,
-                                manage.local_domains_using, self.conf, SPEC)
+                                common.local_domains_using, self.conf, SPEC)
         self.assertIn('list the domains at qemu:///system: internal error',
                       str(err))

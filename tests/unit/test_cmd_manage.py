@@ -10,7 +10,10 @@ import json
 import os
 from unittest import mock
 
+from nova_shared_cache.cmd import common
+from nova_shared_cache.cmd import fence as fence_cmd
 from nova_shared_cache.cmd import manage
+from nova_shared_cache.cmd import status as status_cmd
 from nova_shared_cache import exception
 from nova_shared_cache import hostnet
 from tests.unit import base
@@ -35,7 +38,7 @@ class CliCase(base.TestCase):
         self.ceph.add_image(SPEC, features=fakeceph.DEFAULT_FEATURES,
                             watchers=[REMOTE, LOCAL])
         self.useFixture(base.fixtures.MockPatch(
-            'nova_shared_cache.cmd.manage.local_domains_using',
+            'nova_shared_cache.cmd.common.local_domains_using',
             return_value=['instance-00000001']))
         self.addresses = self.useFixture(base.fixtures.MockPatch(
             'nova_shared_cache.hostnet.local_addresses',
@@ -95,7 +98,7 @@ class ManageTest(CliCase):
         self.assertIn(REMOTE['addr'], self.ceph.blocklist)
         [add] = [c[1] for c in self.ceph.calls if c[0] == 'mon_command'
                  and c[1].get('blocklistop') == 'add']
-        self.assertEqual(float(manage.DEFAULT_EXPIRE), add['expire'])
+        self.assertEqual(float(fence_cmd.DEFAULT_EXPIRE), add['expire'])
 
         rc, out, _ = self.run_cli('fence', SPEC, '--client', REMOTE['addr'],
                                   '--undo')
@@ -414,7 +417,7 @@ class JsonOutcomesTest(CliCase):
         def half_written(conf, out):
             out.write('{"image": ')
             raise exception.CephError(what='read', reason='gone')
-        with mock.patch.dict(manage.COMMANDS, status=half_written):
+        with mock.patch.object(status_cmd, 'run', half_written):
             doc, _ = self.run_json('status', SPEC, '--json')
         self.assertEqual('nova-shared-cache could not read: gone',
                          doc['error'])
@@ -422,8 +425,8 @@ class JsonOutcomesTest(CliCase):
     def test_interrupted(self):
         # (Not from inside a Ceph call: under Nova's test base eventlet runs
         # those in its thread pool, whose workers die on KeyboardInterrupt.)
-        with mock.patch.dict(manage.COMMANDS,
-                             status=mock.Mock(side_effect=KeyboardInterrupt)):
+        with mock.patch.object(status_cmd, 'run',
+                               mock.Mock(side_effect=KeyboardInterrupt)):
             doc, _ = self.run_json('status', SPEC, '--json')
         self.assertEqual('interrupted', doc['error'])
 
@@ -432,7 +435,7 @@ class LocalDomainsTest(CliCase):
     """status when libvirt cannot say which local domains use the image."""
 
     def test_libvirt_down_is_a_warning_in_status(self):
-        manage.local_domains_using.side_effect = exception.LibvirtError(
+        common.local_domains_using.side_effect = exception.LibvirtError(
             what='connect to libvirt at qemu:///system',
             reason='no answer within 30s')
         rc, out, err = self.run_cli('status', SPEC, '--json')

@@ -20,6 +20,7 @@ import time
 import unittest
 
 from nova_shared_cache.cmd import hook as cmd_hook
+from nova_shared_cache.cmd import install_hook as install_hook_cmd
 from nova_shared_cache import hookinstall
 from nova_shared_cache.libvirt import domxml
 from tests.unit import test_hook as hook_tests
@@ -408,7 +409,7 @@ class InstallTest(WrapperTestBase):
         code = manage.main(['--config-file', self.conf, 'install-hook',
                             '--hooks-dir', self.hooks], out, err)
         self.assertEqual(0, code, err.getvalue())
-        path = hookinstall.hook_path(self.hooks, manage.HOOK_NAME)
+        path = hookinstall.hook_path(self.hooks, install_hook_cmd.HOOK_NAME)
         self.assertIn('installed %s' % path, out.getvalue())
         with open(path) as f:
             self.assertEqual(hookinstall.render(sys.executable, [self.conf]),

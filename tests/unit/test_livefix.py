@@ -18,7 +18,7 @@ import unittest
 from unittest import mock
 
 from nova_shared_cache import audit
-from nova_shared_cache.cmd import manage
+from nova_shared_cache.cmd import fix as fix_cmd
 from nova_shared_cache import exception
 from nova_shared_cache.libvirt import domxml
 from nova_shared_cache.libvirt import livefix
@@ -745,7 +745,7 @@ class ReportTest(unittest.TestCase):
         self.assertEqual('not-switched', done['state'])
         self.assertIn('NOT SWITCHED: Live cache switch of disk vdb of '
                       'domain instance-1 failed: libvirt runs a migration',
-                      manage._fix_text(done))
+                      fix_cmd._fix_text(done))
 
     def test_text_of_a_partial_interrupted_switch(self):
         done = dict(livefix.dataclasses.asdict(self.result(
@@ -754,7 +754,7 @@ class ReportTest(unittest.TestCase):
             leftover=['node nsc-2-storage is perhaps still open'],
             remedy='run fix --live again')), action='live',
             config={'state': 'skipped', 'detail': 'interrupted by SIGTERM'})
-        text = manage._fix_text(done)
+        text = fix_cmd._fix_text(done)
         self.assertEqual(
             'live PARTIAL, INTERRUPTED by SIGTERM (VM paused 12.0 ms, 80 ms '
             'in all; VM running); stopped by SIGTERM: it moved; LEFT: node '
@@ -771,7 +771,7 @@ class ReportTest(unittest.TestCase):
         done = {'state': 'rolled-back', 'interrupted': 'SIGINT'}
         with mock.patch.object(audit, 'fix_live',
                                return_value=done) as fix_live:
-            results, interrupted = manage._fix(conf, settings, report)
+            results, interrupted = fix_cmd._fix(conf, settings, report)
         self.assertEqual('SIGINT', interrupted)
         self.assertEqual([done], results)
         fix_live.assert_called_once()
@@ -785,7 +785,7 @@ class ReportTest(unittest.TestCase):
         report = types.SimpleNamespace(disks=[row], warnings=[])
         with mock.patch.object(livefix, 'temp_nodes',
                                return_value={'2': TEMP}):
-            results, _ = manage._fix(conf, types.SimpleNamespace(
+            results, _ = fix_cmd._fix(conf, types.SimpleNamespace(
                 cache_mode='none'), report)
         self.assertEqual('live', results[0]['action'])
         self.assertEqual('leftover', results[0]['findings'][0]['code'])
@@ -805,7 +805,7 @@ class ReportTest(unittest.TestCase):
         busy = qmp.QmpBusy('instance-1', 'query-named-block-nodes', 3, 2.0)
         with mock.patch.object(livefix, 'temp_nodes',
                                side_effect=busy) as asked:
-            results, _ = manage._fix(conf, types.SimpleNamespace(
+            results, _ = fix_cmd._fix(conf, types.SimpleNamespace(
                 cache_mode='none'), report)
         self.assertEqual([], results)
         asked.assert_called_once()
