@@ -11,6 +11,15 @@ from nova_shared_cache import exception
 from nova_shared_cache import hostnet
 
 NAMES = ('fence',)
+#: The keys of fence --json's document (besides exit_code and meaning).
+JSON_KEYS = {
+    'image': 'the image, as given',
+    'client': 'the client address, as Ceph spells it',
+    'fenced': 'true after a fence, false after --undo',
+    'entry': 'the blocklist entry (address, until), null after --undo',
+    'ceph_user': 'the Ceph user that asked, and where it was named '
+                 '(user, from)',
+}
 #: How long a fence lasts unless --expire says otherwise (Ceph's default).
 DEFAULT_EXPIRE = 3600
 

@@ -11,6 +11,19 @@ from nova_shared_cache import exception
 from nova_shared_cache.libvirt import livefix
 
 NAMES = ('fix',)
+#: The keys of fix --json's document (besides exit_code and meaning).
+JSON_KEYS = {
+    'results': 'one entry per disk looked at: domain, disk, image, action '
+               '(config or live), state (fixed, unchanged, skipped, switched, '
+               'completed, already-direct, rolled-back, partial, '
+               'not-switched, error, would fix), and what the action '
+               'reports (changes, detail, error; for live: pause_ms, '
+               'total_ms, vm, leftover, remedy, interrupted, recorded, '
+               'config)',
+    'errors': "the scan's errors (a domain or image it could not read)",
+    'warnings': 'what made the scan less sure than usual, with the remedy',
+    'interrupted': 'the signal that stopped a live switch, else null',
+}
 # Results of fix that leave something to do (exit status 2).
 FIX_FAILED = ('error', 'not-switched', 'rolled-back', 'partial')
 

@@ -11,6 +11,28 @@ from nova_shared_cache import exception
 from nova_shared_cache import hostnet
 
 NAMES = ('status',)
+#: The keys of status --json's document (besides exit_code and meaning),
+#: for the CLI reference; a unit test holds the command to them.
+JSON_KEYS = {
+    'image': 'the image, as given',
+    'size': 'its size in bytes',
+    'features': "its RBD features, by librbd's names",
+    'single_client_features': 'those of them a shared image must not have',
+    'watchers': 'every client that has it open: address, client '
+                '(client.<id>), name and module when the monitors say '
+                '(else null), ignored (by [shared_cache] ignored_watchers), '
+                'local (a client on this host), local_domains, domain (the '
+                'one local domain it must be, else null)',
+    'local_domains': 'the local libvirt domains with a disk on the image '
+                     '(null when libvirt cannot say)',
+    'local_domains_error': 'why libvirt could not say (only then)',
+    'names_error': 'why some clients could not be named (only then)',
+    'guard': "the credentials nova-compute's guard can use on this host: "
+             'source, user, cluster, ceph_conf, usable, detail (and remedy '
+             'when not usable); never a key',
+    'ceph_user': 'the Ceph user the image was read as, and where it was '
+                 'named (user, from)',
+}
 
 
 def add_parser(subparsers):

@@ -20,6 +20,7 @@ from nova.tests.fixtures import libvirt as fakelibvirt
 
 from nova_shared_cache import audit
 from nova_shared_cache.cmd import common
+from nova_shared_cache.cmd import fix as fix_cmd
 from nova_shared_cache.cmd import manage
 from nova_shared_cache import exception
 from nova_shared_cache.libvirt import domxml
@@ -419,6 +420,9 @@ class AuditTest(AuditCase):
                                    xml('c', spec=OTHER_SPEC))]
         rc, out, err = self.run_cli('fix', '--config', '--json')
         self.assertEqual(0, rc, err)
+        # The CLI reference documents every key of the document.
+        self.assertEqual(set(fix_cmd.JSON_KEYS) | {'exit_code', 'meaning'},
+                         set(json.loads(out)))
         results = json.loads(out)['results']
         self.assertEqual([('a', 'fixed'), ('b', 'fixed')],
                          [(r['domain'], r['state']) for r in results])

@@ -326,6 +326,10 @@ class JsonOutcomesTest(CliCase):
                           'image', 'local_domains', 'meaning',
                           'single_client_features', 'size', 'watchers'},
                          set(doc))
+        # The CLI reference documents every key (and no other).
+        optional = {'local_domains_error', 'names_error'}
+        self.assertEqual(set(doc) - {'exit_code', 'meaning'},
+                         set(status_cmd.JSON_KEYS) - optional)
         # Which user read the image, and where it was named.
         self.assertEqual({'user': 'cinder',
                           'from': '[shared_cache] ceph_user'},
@@ -336,6 +340,8 @@ class JsonOutcomesTest(CliCase):
         doc, _ = self.run_json('fence', SPEC, '--client', REMOTE['addr'],
                                '--json', expected_rc=0)
         self.assertTrue(doc['fenced'])
+        self.assertEqual(set(doc) - {'exit_code', 'meaning'},
+                         set(fence_cmd.JSON_KEYS))
 
     def test_no_ceph_user_named_is_an_error_never_admin(self):
         with open(self.nova_conf, 'w') as f:

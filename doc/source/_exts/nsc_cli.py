@@ -215,7 +215,24 @@ class MetricsDirective(_Rst):
         return self.render(lines)
 
 
+class JsonKeysDirective(_Rst):
+    """``.. nsc-json:: COMMAND``: the keys of COMMAND --json's document."""
+
+    required_arguments = 1
+
+    def run(self):
+        import importlib
+        name = self.arguments[0].replace('-', '_')
+        module = importlib.import_module('nova_shared_cache.cmd.%s' % name)
+        lines = []
+        for key, meaning in module.JSON_KEYS.items():
+            lines += ['``%s``' % key, '   %s' % _escape(meaning), '']
+        lines += ['``exit_code``, ``meaning``', '   as for every command', '']
+        return self.render(lines)
+
+
 def setup(app):
+    app.add_directive('nsc-json', JsonKeysDirective)
     app.add_directive('nsc-cli', CliDirective)
     app.add_directive('nsc-audit-json', AuditJsonDirective)
     app.add_directive('nsc-metrics', MetricsDirective)
