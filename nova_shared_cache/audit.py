@@ -188,7 +188,8 @@ class Auditor:
                 raise exception.LibvirtError(
                     what='find domain(s) %s' % ', '.join(missing),
                     reason='no such domain on %s' % self.connection.getURI())
-            domains = [known[n] for n in names]
+            # Each once, in the order given (--domain a --domain a).
+            domains = [known[n] for n in dict.fromkeys(names)]
         return domains
 
     @staticmethod

@@ -4,7 +4,8 @@
 ``--output FILE`` the file is replaced atomically, so that node_exporter's
 textfile collector (``--collector.textfile.directory``) never reads half a
 file. Every RBD disk of the host's domains gets one sample of each
-per-disk gauge (0 or 1), so that an alert can tell "fixed" from "gone";
+per-disk gauge (0 or 1; ``disk_findings`` counts), so that an alert can
+tell "fixed" from "gone";
 the host-level gauges say whether the audit itself ran, when, and how
 long it took. An audit that could not run at all still writes the
 host-level gauges, with ``nova_shared_cache_audit_success 0``, so that an
@@ -124,10 +125,13 @@ def render(report, guard, exit_code, now=None):
     text.gauge('audit_warnings', 'what made the audit less sure than usual '
                '(see its table or JSON output)',
                [((), len(report['warnings']))])
-    text.gauge('audit_error', '1 per domain or image the audit could not '
-               'read (see its table or JSON output for why)',
-               [(tuple((k, v) for k, v in sorted(e.items())
-                       if k != 'error'), 1) for e in report['errors']])
+    errors = {}
+    for e in report['errors']:
+        labels = tuple((k, v) for k, v in sorted(e.items()) if k != 'error')
+        errors[labels] = errors.get(labels, 0) + 1
+    text.gauge('audit_error', 'errors of a domain or image the audit could '
+               'not read (see its table or JSON output for why)',
+               list(errors.items()))
     text.gauge('guard_credentials_usable', "1 if nova-compute's Ceph-side "
                "guard finds credentials it can use on this host",
                [((('source', guard.get('source', '')),
@@ -164,7 +168,7 @@ def write_atomically(path, data):
     fd, tmp = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path),
                                dir=directory)
     try:
-        with os.fdopen(fd, 'w') as f:
+        with os.fdopen(fd, 'w', encoding='utf-8') as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

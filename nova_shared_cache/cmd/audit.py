@@ -135,11 +135,41 @@ def _write_metrics(command, out, text):
         out.write(text)
 
 
-def failed(conf, out, err, error_type):
-    """audit --format prometheus that could not run: still metrics."""
+def metrics_output(argv):
+    """audit --format prometheus's --output from the command line alone.
+
+    For an audit whose nova.conf could not be read: the file ('' for
+    standard output), or None when the command line asks for no metrics.
+    """
+    if 'audit' not in argv:
+        return None
+    fmt = output = None
+    for i, arg in enumerate(argv):
+        following = argv[i + 1] if i + 1 < len(argv) else None
+        if arg == '--format':
+            fmt = following
+        elif arg.startswith('--format='):
+            fmt = arg.split('=', 1)[1]
+        elif arg == '--output':
+            output = following
+        elif arg.startswith('--output='):
+            output = arg.split('=', 1)[1]
+    if fmt != 'prometheus' or '--json' in argv:
+        return None
+    return output or ''
+
+
+def failed(output, out, err, error_type):
+    """audit --format prometheus that could not run: still metrics.
+
+    ``output``: the --output file, or '' for standard output.
+    """
+    text = metrics.render_failure(error_type, common.ERROR)
     try:
-        _write_metrics(conf.command, out,
-                       metrics.render_failure(error_type, common.ERROR))
+        if output:
+            metrics.write_atomically(output, text)
+        else:
+            out.write(text)
     except OSError as error:
         err.write('nova-shared-cache: cannot write %s: %s\n'
-                  % (conf.command.output, error))
+                  % (output, error))

@@ -131,14 +131,28 @@ def _asks_json(argv):
     return False
 
 
-def _as_metrics(conf, error):
-    """Whether a failed command still owes metrics.
+def _owed_metrics(conf, argv, error):
+    """Where a failed audit --format prometheus still writes its metrics.
 
-    audit --format prometheus that got past its usage checks.
+    None when nothing is owed: another command or format, or a usage error
+    (the operator's to fix at the command line). Else the --output file,
+    or '' for standard output. When nova.conf itself could not be read the
+    options come from the command line as given.
     """
-    return (conf is not None and conf.command.name == 'audit'
-            and audit_cmd.audit_format(conf.command) == 'prometheus'
-            and not isinstance(error, exception.UsageError))
+    if isinstance(error, exception.UsageError):
+        return None
+    if conf is not None:
+        if (conf.command.name != 'audit'
+                or audit_cmd.audit_format(conf.command) != 'prometheus'):
+            return None
+        return conf.command.output or ''
+    return audit_cmd.metrics_output(argv)
+
+
+def _write_owed_metrics(conf, argv, error, out, err):
+    output = _owed_metrics(conf, argv, error)
+    if output is not None:
+        audit_cmd.failed(output, out, err, type(error).__name__)
 
 
 def _document(doc, code):
@@ -193,8 +207,8 @@ def main(argv=None, out=None, err=None):
         if as_json:
             out.write(_error_document(message, type(error).__name__,
                                       command))
-        elif _as_metrics(conf, error):
-            audit_cmd.failed(conf, out, err, type(error).__name__)
+        else:
+            _write_owed_metrics(conf, argv, error, out, err)
         return ERROR
     except Exception as error:  # never a traceback and exit 1 ("findings")
         message = 'unexpected %s: %s' % (type(error).__name__, error)
@@ -202,8 +216,8 @@ def main(argv=None, out=None, err=None):
         if as_json:
             out.write(_error_document(message, type(error).__name__,
                                       command))
-        elif _as_metrics(conf, error):
-            audit_cmd.failed(conf, out, err, type(error).__name__)
+        else:
+            _write_owed_metrics(conf, argv, error, out, err)
         return ERROR
     finally:
         cephclient.REGISTRY.close_all()

@@ -28,8 +28,8 @@ JSON_KEYS = {
     'local_domains_error': 'why libvirt could not say (only then)',
     'names_error': 'why some clients could not be named (only then)',
     'guard': "the credentials nova-compute's guard can use on this host: "
-             'source, user, cluster, ceph_conf, usable, detail (and remedy '
-             'when not usable); never a key',
+             'source, user, ceph_conf, usable, detail, cluster (when they '
+             'could be read) and remedy (when not usable); never a key',
     'ceph_user': 'the Ceph user the image was read as, and where it was '
                  'named (user, from)',
 }

@@ -287,7 +287,8 @@ def test_prometheus_metrics_are_the_report(fleet, conf, tmp_path):
             'caching' in codes), row
         assert found[prefix + 'disk_not_shareable', labels] == (
             'not-shareable' in codes), row
-        assert found[prefix + 'disk_findings', labels] == len(codes)
+        assert found[prefix + 'disk_findings', labels] == len(
+            row['findings'])
     caching = [k for k, v in found.items()
                if k[0] == prefix + 'disk_caching' and v == 1
                and dict(k[1])['domain'] in fleet]

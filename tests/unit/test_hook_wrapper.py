@@ -23,10 +23,10 @@ from nova_shared_cache.cmd import hook as cmd_hook
 from nova_shared_cache.cmd import install_hook as install_hook_cmd
 from nova_shared_cache import hookinstall
 from nova_shared_cache.libvirt import domxml
+from tests import compat as test_compat
 from tests.unit import test_hook as hook_tests
 
-TREE = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
+TREE = test_compat.source_tree()
 SITE = sysconfig.get_paths()['purelib']
 PLATSITE = sysconfig.get_paths()['platlib']
 NEVER_ACTED_ON = [['d1', 'start', 'begin', '-'],
@@ -71,10 +71,16 @@ class WrapperTestBase(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.root = tempfile.mkdtemp(prefix='nsc-hook-wrapper-')
-        paths = [TREE, SITE] + ([PLATSITE] if PLATSITE != SITE else [])
+        # The package under test alone (the checkout's, or the installed
+        # one under tox -e package), without the rest of its directory.
+        product = os.path.join(cls.root, 'product')
+        os.mkdir(product)
+        os.symlink(os.path.dirname(os.path.dirname(os.path.abspath(
+            cmd_hook.__file__))), os.path.join(product, 'nova_shared_cache'))
+        paths = [product, SITE] + ([PLATSITE] if PLATSITE != SITE else [])
         cls.good = make_venv(cls.root, 'good', paths)
         # The package but not lxml (nor oslo.config).
-        cls.no_lxml = make_venv(cls.root, 'nolxml', [TREE])
+        cls.no_lxml = make_venv(cls.root, 'nolxml', [product])
         # The package uninstalled (this environment's site-packages holds
         # an installed copy: left out too).
         cls.no_package = make_venv(cls.root, 'nopackage', [])

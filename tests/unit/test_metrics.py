@@ -1,10 +1,13 @@
 """audit --format prometheus: the findings as metrics, read back with the
 Prometheus client library's own parser of the text format."""
 
+import io
 import os
 import stat
 import tempfile
+from unittest import mock
 
+from nova_shared_cache.cmd import manage
 from nova_shared_cache import exception
 from nova_shared_cache import metrics
 from tests.unit import test_audit
@@ -105,6 +108,7 @@ class RenderTest(test_audit.AuditCase):
             path = os.path.join(tmp, 'nova_shared_cache.prom')
             with open(path, 'w') as f:
                 f.write('old\n')
+            old_inode = os.stat(path).st_ino
             rc, out, err = self.metrics('--output', path)
             self.assertEqual((1, '', ''), (rc, out, err))
             with open(path) as f:
@@ -112,6 +116,43 @@ class RenderTest(test_audit.AuditCase):
             self.assertEqual(2, samples[metrics.PREFIX + 'audit_disks', ()])
             self.assertEqual(['nova_shared_cache.prom'], os.listdir(tmp))
             self.assertEqual(0o644, stat.S_IMODE(os.stat(path).st_mode))
+            # A new file took the old one's name (a reader holding the old
+            # one open still reads it whole) ...
+            self.assertNotEqual(old_inode, os.stat(path).st_ino)
+            # ... and a write that fails leaves the old file as it was and
+            # no temporary file behind.
+            with open(path) as f:
+                before = f.read()
+            with mock.patch.object(metrics.os, 'replace',
+                                   side_effect=OSError('disk full')):
+                self.assertRaises(OSError, metrics.write_atomically, path,
+                                  'new\n')
+            with open(path) as f:
+                self.assertEqual(before, f.read())
+            self.assertEqual(['nova_shared_cache.prom'], os.listdir(tmp))
+
+    def test_a_nova_conf_that_cannot_be_read_still_says_so(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, 'nsc.prom')
+            with open(path, 'w') as f:
+                f.write('nova_shared_cache_audit_success 1\n')
+            out, err = io.StringIO(), io.StringIO()
+            rc = manage.main(['--config-file', os.path.join(tmp, 'missing'),
+                              'audit', '--format', 'prometheus',
+                              '--output=%s' % path], out=out, err=err)
+            self.assertEqual((2, ''), (rc, out.getvalue()))
+            with open(path) as f:
+                samples = parse(f.read())
+        self.assertEqual(0, samples[metrics.PREFIX + 'audit_success', ()])
+        (failed,) = [k for k in samples
+                     if k[0] == metrics.PREFIX + 'audit_failed']
+        self.assertIn('Config', dict(failed[1])['error_type'])
+
+    def test_a_domain_named_twice_is_one_domain(self):
+        self.domains = [FakeDomain('a'), FakeDomain('b')]
+        rc, out, _ = self.metrics('--domain', 'a', '--domain', 'a')
+        samples = parse(out)
+        self.assertEqual(1, samples[metrics.PREFIX + 'audit_disks', ()])
 
     def test_an_audit_that_cannot_run_still_says_so(self):
         # A file that said "all well" must not survive a failing audit.
@@ -171,6 +212,22 @@ class RenderTest(test_audit.AuditCase):
 
 
 class EscapeTest(test_audit.base.TestCase):
+
+    def test_errors_of_one_image_are_one_series(self):
+        # Two disks of one image read with different monitors or users
+        # both fail when Ceph is down: one series, counted.
+        report = {'errors': [{'image': 'volumes/v', 'error': 'timeout'},
+                             {'image': 'volumes/v', 'error': 'timeout'},
+                             {'domain': 'd', 'error': 'gone'}],
+                  'disks': [], 'seconds': 1.0, 'domains': 1, 'findings': 0,
+                  'warnings': []}
+        samples = parse(metrics.render(report, {'source': 'keyring',
+                                                'user': 'cinder',
+                                                'usable': True}, 2, now=1.0))
+        self.assertEqual(2, samples[metrics.PREFIX + 'audit_error',
+                                    (('image', 'volumes/v'),)])
+        self.assertEqual(1, samples[metrics.PREFIX + 'audit_error',
+                                    (('domain', 'd'),)])
 
     def test_labels_are_escaped(self):
         report = {'errors': [{'domain': 'we"ird\\name\nx', 'error': 'e'}],

@@ -163,7 +163,7 @@ class AuditJsonDirective(_Rst):
         from nova_shared_cache import audit
         disk_keys = [f.name for f in dataclasses.fields(audit.DiskRow)
                      if f.repr] + ['shared']
-        report = audit.Report(domains=2)
+        report = audit.Report(domains=1)
         row = _example_report()
         row.findings = [
             {'code': 'caching', 'where': 'qemu',
@@ -188,7 +188,8 @@ class AuditJsonDirective(_Rst):
             'Finding codes: ``caching`` (``where``: ``qemu``, '
             '``live-xml`` or ``definition``), ``not-shareable``, '
             '``live-differs``, ``features``.', '',
-            'An example (two domains caching one image):', '',
+            'An example (a domain caching an image another local domain '
+            'uses; only the first domain asked with --domain):', '',
             '.. code-block:: json', '']
         lines += ['   ' + line for line in json.dumps(
             doc, indent=2, sort_keys=True).splitlines()]
