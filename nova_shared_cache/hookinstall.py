@@ -14,8 +14,8 @@ operation, with the cause and the remedy on stderr and in syslog.
 import os
 import shlex
 import subprocess
-import tempfile
 
+from nova_shared_cache import atomicfile
 from nova_shared_cache.cmd import hook as cmd_hook
 from nova_shared_cache import exception
 
@@ -196,20 +196,7 @@ def install(hooks_dir, name, text):
     os.makedirs(directory, mode=0o755, exist_ok=True)
     _remove_leftovers(hooks_dir, name)
     path = hook_path(hooks_dir, name)
-    fd, tmp = tempfile.mkstemp(prefix='.%s.' % name, dir=hooks_dir)
-    try:
-        with os.fdopen(fd, 'w') as f:
-            f.write(text)
-            f.flush()
-            os.fchmod(f.fileno(), 0o755)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomicfile.replace(path, text, 0o755, tmp_dir=hooks_dir)
     _sync_dir(directory)
     return path
 

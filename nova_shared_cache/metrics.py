@@ -12,9 +12,9 @@ host-level gauges, with ``nova_shared_cache_audit_success 0``, so that an
 old file never keeps saying "all well".
 """
 
-import os
-import tempfile
 import time
+
+from nova_shared_cache import atomicfile
 
 PREFIX = 'nova_shared_cache_'
 
@@ -161,22 +161,6 @@ def render_failure(error_type, exit_code, now=None):
 def write_atomically(path, data):
     """Replace ``path`` with ``data`` in one step.
 
-    A temporary file beside it, then a rename, as the textfile collector
-    needs.
+    The textfile collector must never read half a file.
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path),
-                               dir=directory)
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomicfile.replace(path, data, 0o644)

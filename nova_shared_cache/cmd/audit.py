@@ -72,16 +72,8 @@ def _qemu_text(qemu):
 
 
 def run(conf, out):
-    connection = common.open_libvirt(conf)
-    qmp_connection, warning = common.open_qmp_connection(conf)
-    try:
-        _, auditor_ = common.auditor(conf, connection, qmp_connection)
-        report = auditor_.scan(conf.command.domain)
-        if warning:
-            report.warnings.append(warning)
+    with common.scanned(conf) as (_, report, connection):
         guard = common.guard_credentials(conf, connection)
-    finally:
-        common.close_all(qmp_connection, connection)
     if audit_format(conf.command) == 'json':
         data = report.report()
         data['guard'] = guard

@@ -4,6 +4,7 @@ Exit statuses, the connections to libvirt and Ceph (each bounded), the
 Ceph user a command reads as, and what nova-compute's guard can use on
 this host."""
 
+import contextlib
 import dataclasses
 
 from lxml import etree
@@ -12,6 +13,7 @@ from oslo_config import cfg
 from nova_shared_cache import audit
 from nova_shared_cache import cephauth
 from nova_shared_cache import cephclient
+from nova_shared_cache import cephops
 from nova_shared_cache import cmd
 from nova_shared_cache import conf as sc_conf
 from nova_shared_cache import exception
@@ -205,6 +207,25 @@ def open_qmp_connection(conf):
             'could not open a second libvirt connection: %s' % err)
 
 
+@contextlib.contextmanager
+def scanned(conf):
+    """Scan: (settings, report, connection), open until the block ends.
+
+    The QMP queries go over a second connection of their own (see
+    open_qmp_connection); the report says when they could not.
+    """
+    connection = open_libvirt(conf)
+    qmp_connection, warning = open_qmp_connection(conf)
+    try:
+        settings, auditor_ = auditor(conf, connection, qmp_connection)
+        report = auditor_.scan(conf.command.domain)
+        if warning:
+            report.warnings.append(warning)
+        yield settings, report, connection
+    finally:
+        close_all(qmp_connection, connection)
+
+
 def close_all(*connections):
     for connection in connections:
         if connection is not None:
@@ -212,6 +233,15 @@ def close_all(*connections):
                 connection.close()
             except Exception:   # closing: nothing left to do about it
                 pass
+
+
+def check_image_argument(command):
+    """status's and fence's POOL/IMAGE, checked before anything connects."""
+    try:
+        cephops.parse_image_spec(command.image, source='POOL/IMAGE',
+                                 what='use the image argument')
+    except exception.CephError as err:
+        raise exception.UsageError(reason=str(err)) from None
 
 
 def check_domains(command):

@@ -50,11 +50,7 @@ def add_parser(subparsers):
 
 def check_input(conf):
     command = conf.command
-    try:
-        cephops.parse_image_spec(command.image, source='POOL/IMAGE',
-                                 what='use the image argument')
-    except exception.CephError as err:
-        raise exception.UsageError(reason=str(err)) from None
+    common.check_image_argument(command)
     hostnet.parse_client_address(command.client)
     common.check_ceph_user(command.ceph_user)
     sc_conf.load(conf)

@@ -59,16 +59,8 @@ def run(conf, out):
     if not (conf.command.config or conf.command.live):
         raise exception.UsageError(
             reason='fix needs --config, --live or both')
-    connection = common.open_libvirt(conf)
-    qmp_connection, warning = common.open_qmp_connection(conf)
-    try:
-        settings, auditor_ = common.auditor(conf, connection, qmp_connection)
-        report = auditor_.scan(conf.command.domain)
-        if warning:
-            report.warnings.append(warning)
+    with common.scanned(conf) as (settings, report, _):
         results, interrupted = _fix(conf, settings, report)
-    finally:
-        common.close_all(qmp_connection, connection)
     errors = report.errors + [r for r in results if r['state'] in FIX_FAILED]
     if conf.command.json:
         out.write(json.dumps({'results': results, 'errors': report.errors,

@@ -7,6 +7,7 @@ import stat
 import tempfile
 from unittest import mock
 
+from nova_shared_cache import atomicfile
 from nova_shared_cache.cmd import manage
 from nova_shared_cache import exception
 from nova_shared_cache import metrics
@@ -123,7 +124,7 @@ class RenderTest(test_audit.AuditCase):
             # no temporary file behind.
             with open(path) as f:
                 before = f.read()
-            with mock.patch.object(metrics.os, 'replace',
+            with mock.patch.object(atomicfile.os, 'replace',
                                    side_effect=OSError('disk full')):
                 self.assertRaises(OSError, metrics.write_atomically, path,
                                   'new\n')
