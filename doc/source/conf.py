@@ -35,6 +35,10 @@ sample_config_basename = '_static/nova-shared-cache'
 graphviz_output_format = 'svg'
 
 html_theme = 'openstackdocs'
+# _static holds only what the build generates (the sample configuration):
+# a clean clone has no such directory until sphinxconfiggen writes it,
+# after Sphinx has checked this path.
+os.makedirs(os.path.join(HERE, '_static'), exist_ok=True)
 html_static_path = ['_static']
 openstackdocs_repo_name = 'nova-shared-cache'
 openstackdocs_use_storyboard = False
