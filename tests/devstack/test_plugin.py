@@ -318,3 +318,49 @@ def test_embedded_ceph_for_real(tmp_path):
     finally:
         if cluster.is_up():
             cluster.down()
+
+
+DEBIAN_LIBVIRT = ('install_package qemu-system libvirt-clients '
+                  'libvirt-daemon-system libvirt-dev python3-libvirt '
+                  'systemd-coredump')
+
+
+def test_devstack_installs_libvirt_by_default(devstack):
+    """Without the option, devstack's own install_libvirt runs.
+
+    On bookworm that adds backports and the spice module.
+    """
+    devstack.run('stack', NSC_DEVSTACK_SKIP_TYPES='1')
+    calls = devstack.calls()
+    assert 'devstack: install_libvirt' in calls
+    assert 'devstack: enable_debian_12_backports' in calls
+    assert DEBIAN_LIBVIRT not in calls
+
+
+def test_distro_libvirt_on_bookworm(tmp_path):
+    """NOVA_SHARED_CACHE_DISTRO_LIBVIRT=True: Debian 12's own packages.
+
+    No backports and no qemu-system-modules-spice, which only backports
+    has (the real stack.sh died on it when only the backports were cut).
+    """
+    ds = Devstack(tmp_path, localrc='NOVA_SHARED_CACHE_DISTRO_LIBVIRT=True\n')
+    proc = ds.run('stack', NSC_DEVSTACK_SKIP_TYPES='1')
+    calls = ds.calls()
+    assert not [c for c in calls if c.startswith('devstack: ')], calls
+    assert not [c for c in calls if 'spice' in c or 'backports' in c]
+    assert DEBIAN_LIBVIRT in calls
+    assert 'install_package ovmf swtpm swtpm-tools mdevctl' in calls
+    edit = [c for c in calls if c.startswith('edit-constraints')]
+    assert edit == ['edit-constraints %s/requirements/upper-constraints.txt '
+                    '-- libvirt-python' % ds.root]
+    assert 'bookworm-backports not added' in proc.stdout
+
+
+def test_distro_libvirt_elsewhere_changes_nothing(tmp_path):
+    ds = Devstack(tmp_path, localrc='NOVA_SHARED_CACHE_DISTRO_LIBVIRT=True\n')
+    ds.run('stack', NSC_DEVSTACK_SKIP_TYPES='1',
+           NSC_DEVSTACK_DISTRO='trixie')
+    calls = ds.calls()
+    assert 'devstack: install_libvirt' in calls
+    assert 'devstack: install_package qemu-system-modules-spice' in calls
+    assert DEBIAN_LIBVIRT not in calls
