@@ -18,6 +18,13 @@ URI = 'qemu:///system'
 SECRET_USAGE = 'client.cinder secret (nova-shared-cache embedded stack)'
 
 
+#: Seconds a libvirtd that was just started may take to answer its first
+#: connection: it probes every QEMU emulator installed (about 2 s each on
+#: this machine kind; devstack installs Debian's qemu-system, 25 of them,
+#: where the embedded stack needs qemu-system-x86 alone), then caches them.
+FIRST_ANSWER = 300
+
+
 class Libvirt:
 
     def __init__(self, root=None):
@@ -40,8 +47,13 @@ class Libvirt:
         with open(self.state_file, 'w') as f:
             json.dump(state, f)
 
-    def is_up(self):
-        return self.virsh('version', timeout=15, check=False).returncode == 0
+    def is_up(self, timeout=15):
+        try:
+            return self.virsh('version', timeout=timeout,
+                              check=False).returncode == 0
+        except common.StackError:
+            # Timed out: libvirtd is still busy (see FIRST_ANSWER).
+            return False
 
     def up(self):
         common.require_commands('libvirtd', 'virtlogd', 'virsh',
@@ -58,7 +70,8 @@ class Libvirt:
             common.run(self._libvirtd_command())
             state['started'].append('libvirtd')
         self._save(state)
-        common.wait_for(self.is_up, 30, 'libvirtd to answer on %s' % URI)
+        common.wait_for(lambda: self.is_up(timeout=FIRST_ANSWER),
+                        FIRST_ANSWER, 'libvirtd to answer on %s' % URI)
 
     def _libvirtd_command(self):
         # NOTE: where /dev/kvm exists but KVM cannot run guests (nested
@@ -93,7 +106,8 @@ class Libvirt:
             common.stop_pid(int(pid), timeout=timeout)
         common.wait_for(lambda: not pids(), timeout, 'libvirtd to exit')
         common.run(self._libvirtd_command())
-        common.wait_for(self.is_up, 30, 'libvirtd to answer on %s' % URI)
+        common.wait_for(lambda: self.is_up(timeout=FIRST_ANSWER),
+                        FIRST_ANSWER, 'libvirtd to answer on %s' % URI)
 
     def secret_uuid(self):
         return self._state().get('secret_uuid') or None

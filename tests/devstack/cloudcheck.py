@@ -10,6 +10,7 @@ import configparser
 import glob
 import json
 import os
+import re
 import subprocess
 import time
 import types
@@ -302,8 +303,9 @@ def leftovers():
             left.append('%s (pid %s: %s)' % (name, pid, cmd[:120]))
     listening = run(['ss', '-Hltnp'], check=False).stdout.splitlines()
     for line in listening:
-        if any(p in line for p in ('"uwsgi"', '"mariadbd"', '"beam.smp"',
-                                   '"epmd"', '"memcached"', '"apache2"',
-                                   '"ceph-', '"libvirtd"')):
-            left.append('listening: %s' % ' '.join(line.split()))
+        found = re.search(r'users:\(\("([^"]+)"', line)
+        name = found.group(1) if found else ''
+        if name.startswith(realjob.SERVICE_PROCESSES):
+            left.append('%s listening: %s'
+                        % (name, ' '.join(line.split()[:4])))
     return sorted(set(left))
