@@ -31,6 +31,7 @@ fsid = {fsid}
 mon host = v2:127.0.0.1:{port}
 mon initial members = a
 public addr = 127.0.0.1
+cluster addr = 127.0.0.1
 ms bind ipv4 = true
 ms bind ipv6 = false
 auth cluster required = cephx

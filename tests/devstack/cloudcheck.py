@@ -11,7 +11,6 @@ import glob
 import json
 import os
 import re
-import subprocess
 import time
 import types
 
@@ -113,9 +112,7 @@ def rbd_disks(xml):
 
 def ensure_flavors_and_image(os_):
     for name, ram, vcpus, disk in FLAVORS:
-        if os_('flavor', 'show', name, check=False) is None or \
-                isinstance(os_('flavor', 'show', name, check=False),
-                           subprocess.CompletedProcess):
+        if not isinstance(os_('flavor', 'show', name, check=False), dict):
             os_('flavor', 'create', '--ram', str(ram), '--vcpus', str(vcpus),
                 '--disk', str(disk), '--public', name)
     image = os_('image', 'show', IMAGE, check=False)

@@ -146,7 +146,7 @@ function sudo {
 
 # openstack: only the volume type commands the plugin uses, on a JSON
 # file of types ({name: {property: value}}), printing what the real client
-# prints for "-f value -c properties" (key='value', comma separated)
+# prints for "-f json -c properties" and "-f value -c properties"
 function openstack {
     _record "openstack $*"
     python3 - "$NSC_DEVSTACK_TYPES" "$@" <<'PY'
@@ -160,7 +160,12 @@ if args[:3] == ['volume', 'type', 'show']:
         sys.stderr.write('No volumetype with a name or ID of %s exists.\n'
                          % name)
         sys.exit(1)
-    print(', '.join("%s='%s'" % kv for kv in sorted(types[name].items())))
+    # What python-openstackclient 10.5 prints: a JSON object with -f json,
+    # the dict's repr with -f value.
+    if '-f' in args and args[args.index('-f') + 1] == 'json':
+        print(json.dumps({'properties': types[name]}, indent=2))
+    else:
+        print(repr(types[name]))
 elif args[:3] == ['volume', 'type', 'create']:
     props = {}
     rest = args[3:]

@@ -364,3 +364,26 @@ def test_distro_libvirt_elsewhere_changes_nothing(tmp_path):
     assert 'devstack: install_libvirt' in calls
     assert 'devstack: install_package qemu-system-modules-spice' in calls
     assert DEBIAN_LIBVIRT not in calls
+
+
+@pytest.mark.parametrize('shown, multiattach', [
+    # python-openstackclient 10.5 (what the real stack.sh ran: the plugin
+    # matched the old string and stopped the stack on a good type).
+    ({'properties': {'multiattach': '<is> True'}}, True),
+    ({'properties': {'multiattach': '<is> True',
+                     'volume_backend_name': 'ceph'}}, True),
+    ({'properties': {'volume_backend_name': 'ceph'}}, False),
+    ({'properties': {'multiattach': 'False'}}, False),
+    ({'properties': {}}, False),
+    # Older clients: one string.
+    ({'properties': "multiattach='<is> True', volume_backend_name='ceph'"},
+     True),
+    ({'properties': "volume_backend_name='ceph'"}, False),
+])
+def test_multiattach_property_of_either_client(shown, multiattach):
+    lib = os.path.join(REPO, 'devstack', 'lib', 'nova-shared-cache')
+    proc = subprocess.run(
+        ['bash', '-c', 'source "$1"; _nova_shared_cache_is_multiattach "$2"',
+         'test', lib, json.dumps(shown)], capture_output=True, text=True,
+        timeout=60)
+    assert proc.returncode == (0 if multiattach else 1), proc.stderr
