@@ -25,6 +25,8 @@ CLOUDS_YAML = '/etc/openstack/clouds.yaml'
 CLOUD = 'devstack-admin'
 NOVA_CPU_CONF = '/etc/nova/nova-cpu.conf'
 DRIVER = 'shared_cache.LibvirtSharedCacheDriver'
+#: The operator command, from devstack's venv (the plugin installed it).
+AUDIT = '/opt/stack/data/venv/bin/nova-shared-cache'
 IMAGE = 'nsc-guest'
 VOLUME_TYPE = 'multiattach'
 #: name, MiB, vCPUs, root GiB (the lab cloud's; the alt one is resize's).
@@ -175,7 +177,9 @@ class SharedDiskCheck:
                      ('available',), ('error',))
         servers = []
         for name in ('nsc-devstack-a', 'nsc-devstack-b'):
-            server = os_('server', 'create', '--flavor', FLAVORS[0][0],
+            # --nic none needs compute API 2.37 or later.
+            server = os_('--os-compute-api-version', '2.60', 'server',
+                         'create', '--flavor', FLAVORS[0][0],
                          '--image', IMAGE, '--nic', 'none', name)
             made.append(('server', server['id']))
             servers.append(server['id'])
@@ -186,6 +190,11 @@ class SharedDiskCheck:
         for sid in servers:
             os_('--os-compute-api-version', '2.60', 'server', 'add',
                 'volume', sid, volume['id'], parse=False)
+            # Cinder reserves the volume until this attachment completes
+            # and refuses another reservation meanwhile.
+            os_.wait_for('volume %s in use' % volume['id'],
+                         lambda: self._volume_status(volume['id']),
+                         ('in-use',), ('error', 'error_attaching'))
         os_.wait_for('volume %s attachments' % volume['id'],
                      lambda: len(os_('volume', 'show', volume['id'])
                                  .get('attachments') or []),
@@ -213,7 +222,29 @@ class SharedDiskCheck:
             raise JobError('the shared volume is not a shareable uncached '
                            'disk in both domains: %s' % '; '.join(bad))
         say('check: both domains have %s as <shareable/> cache=none' % wanted)
-        return {'volume': volume['id'], 'domains': disks}
+        return {'volume': volume['id'], 'domains': disks,
+                'audit': self._audit(wanted)}
+
+    def _audit(self, image):
+        """The operator's audit on the devstack compute agrees."""
+        proc = run([AUDIT, '--config-file', NOVA_CPU_CONF, 'audit',
+                    '--json'], check=False, timeout=300)
+        try:
+            data = json.loads(proc.stdout)
+        except ValueError:
+            raise JobError('audit --json printed no JSON (exit %d): %s'
+                           % (proc.returncode, proc.stderr[-2000:]))
+        rows = [d for d in data['disks'] if d['image'].endswith('/' + image)]
+        summary = {'exit': proc.returncode, 'domains': data['domains'],
+                   'shared_rows': len(rows), 'findings': data['findings'],
+                   'errors': data['errors'], 'warnings': data['warnings']}
+        if proc.returncode != 0 or len(rows) != 2 or not all(
+                r['shared'] and not r['findings'] for r in rows):
+            raise JobError('nova-shared-cache audit on the devstack compute: '
+                           '%s' % json.dumps(summary))
+        say('check: nova-shared-cache audit: %d shared disks of %s, no '
+            'finding' % (len(rows), image))
+        return summary
 
     def _remove(self, made):
         os_ = self.os
@@ -273,8 +304,12 @@ def run_tempest(job):
     workspace = tempestrun.Workspace(cloud, 'devstack')
     conf = tempestrun.tempest_conf(cloud, image_id, flavors[0], flavors[1],
                                    workspace=workspace)
-    # devstack's keystone is behind Apache at /identity.
+    # devstack's keystone is behind Apache at /identity, and it registers
+    # Cinder as "block-storage" (the lab cloud: volumev3): read it.
     conf['identity']['uri_v3'] = 'http://127.0.0.1/identity/v3'
+    catalog = {entry['Name']: entry['Type']
+               for entry in os_('catalog', 'list')}
+    conf['volume']['catalog_type'] = catalog['cinder']
     workspace.write(conf)
     result = workspace.run()
     summary = result.summary()

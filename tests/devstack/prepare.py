@@ -72,6 +72,22 @@ LIBVIRTD_WRAPPER = """#!/bin/sh
 # nova-shared-cache devstack job: libvirtd in the foreground, with /dev/kvm
 # replaced in its own mount namespace by a node nobody may open (mode 000),
 # so that libvirt sees no usable KVM and keeps its QEMU capabilities.
+#
+# There is no D-Bus system bus here, so polkit, which Debian's libvirtd
+# asks whether a non-root client may use qemu:///system, cannot answer and
+# nova-compute (the stack user) is refused ("Unable to get system bus
+# connection"). Instead the read-write socket is what Debian's polkit rule
+# grants: the libvirt group (devstack adds the stack user to it), no one
+# else.
+conf=/etc/libvirt/libvirtd.conf
+if ! grep -q '^# nova-shared-cache devstack job' "$conf"; then
+    cat >> "$conf" <<'CONF'
+# nova-shared-cache devstack job: no D-Bus/polkit here; the socket's group
+auth_unix_rw = "none"
+unix_sock_group = "libvirt"
+unix_sock_rw_perms = "0770"
+CONF
+fi
 if [ -e /dev/kvm ]; then
     exec unshare -m --propagation private sh -c \\
         'node=/run/nsc-kvm-hidden; rm -f "$node"; mknod -m 000 "$node" c 1 3 &&

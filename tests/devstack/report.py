@@ -160,12 +160,27 @@ def write_summary(job, path):
             lines.append('| %s | `%s` (%s) | %s | %s |' % (
                 domain, disk['name'], disk['target'],
                 'yes' if disk['shareable'] else 'no', disk['cache']))
+    audit = check.get('audit')
+    if audit:
+        lines += ['', '`nova-shared-cache audit --json` on the compute '
+                  '(devstack\'s venv, nova-cpu.conf), with both servers '
+                  'running: exit %(exit)s, %(domains)s domains, '
+                  '%(shared_rows)s shared disks of the volume, '
+                  '%(findings)s findings.' % audit]
     tempest = phases['tempest'].get('result', {})
     lines += ['', '## Tempest 47', '',
               "The lab's selection (`nova_shared_cache_lab.tempestrun`): "
               '%(passed)s passed, %(skipped)s skipped (expected), '
               '%(failed)s failed, %(not_run)s not run, in %(duration_s)s s.'
               % tempest, '']
+    unstack = phases['unstack']
+    lines += ['## unstack.sh and clean.sh', '',
+              'After them nothing of the services, the plugin or its Ceph '
+              'ran or listened, except what devstack never stops on any '
+              'host (its unstack.sh and clean.sh have no step for them), '
+              'which the job then stopped: %s.'
+              % (', '.join(unstack.get('left_by_devstack') or []) or 'none'),
+              '']
     bumps = phases['prepare'].get('constraint_bumps') or []
     lines += ['## upper-constraints raised', '']
     lines += ['- %s' % b for b in bumps] or ['- none']

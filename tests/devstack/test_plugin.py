@@ -387,3 +387,46 @@ def test_multiattach_property_of_either_client(shown, multiattach):
          'test', lib, json.dumps(shown)], capture_output=True, text=True,
         timeout=60)
     assert proc.returncode == (0 if multiattach else 1), proc.stderr
+
+
+def _source_tree_nova(root):
+    """A Nova as setup_develop leaves it: a regular package on the path."""
+    tree = os.path.join(str(root), 'nova-src')
+    for sub in ('nova', os.path.join('nova', 'virt')):
+        os.makedirs(os.path.join(tree, sub))
+        open(os.path.join(tree, sub, '__init__.py'), 'w').close()
+    return tree
+
+
+def test_shim_linked_into_a_source_tree_nova(devstack, tmp_path):
+    """A Nova in develop mode gets the shim linked into its source tree.
+
+    nova.virt comes from that tree alone, so the shim installed with the
+    package is not found there (the real stack.sh: "No module named
+    'nova.virt.shared_cache'").
+    """
+    tree = _source_tree_nova(tmp_path)
+    link = os.path.join(tree, 'nova', 'virt', 'shared_cache')
+    proc = devstack.run('stack', NSC_DEVSTACK_SKIP_TYPES='1',
+                        PYTHONPATH=tree)
+    assert 'Linking the nova-shared-cache shim into %s' % os.path.dirname(
+        link) in proc.stderr
+    assert os.path.islink(link)
+    assert os.readlink(link) == os.path.join(REPO, 'nova', 'virt',
+                                             'shared_cache')
+    found = subprocess.run(
+        [sys.executable, '-c', 'import importlib.util as u; '
+         'print(u.find_spec("nova.virt.shared_cache").origin)'],
+        env=dict(os.environ, PYTHONPATH=tree), cwd='/', capture_output=True,
+        text=True, timeout=60)
+    assert found.stdout.strip() == os.path.join(link, '__init__.py')
+    devstack.run('clean', PYTHONPATH=tree)
+    assert not os.path.lexists(link)
+
+
+def test_shim_left_alone_where_nova_finds_it(devstack):
+    proc = devstack.run('stack', NSC_DEVSTACK_SKIP_TYPES='1')
+    assert 'Linking the nova-shared-cache shim' not in proc.stderr
+    assert 'Installing nova-shared-cache' in proc.stderr
+    assert not os.path.exists(os.path.join(
+        devstack.root, 'data', 'nova-shared-cache-state', 'links'))
