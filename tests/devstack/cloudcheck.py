@@ -96,6 +96,36 @@ def compute_driver():
     return configured, loaded, pids, log
 
 
+def restart_compute(cache_mode, timeout=WAIT):
+    """nova-compute again, with ``[shared_cache] cache_mode`` changed.
+
+    Edits the one line in devstack's nova-cpu.conf (as an operator would),
+    restarts devstack's unit and waits until the new process has updated
+    its compute service record (its RPC server is up right after).
+    """
+    with open(NOVA_CPU_CONF) as f:
+        text = f.read()
+    new, count = re.subn(r'(?ms)(^\[shared_cache\][^\[]*?^cache_mode\s*=)'
+                         r'[^\n]*', r'\g<1> %s' % cache_mode, text)
+    if count != 1:
+        raise JobError('no [shared_cache] cache_mode in %s' % NOVA_CPU_CONF)
+    with open(NOVA_CPU_CONF, 'w') as f:
+        f.write(new)
+    log = journal_of('devstack@n-cpu')
+    offset = os.path.getsize(log)
+    realjob.systemctl('restart', 'devstack@n-cpu.service')
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(log, 'rb') as f:
+            f.seek(offset)
+            if b'Compute_service record updated' in f.read():
+                return
+        time.sleep(3)
+    raise JobError('nova-compute did not come back within %d s after a '
+                   'restart with cache_mode = %s (see %s)'
+                   % (timeout, cache_mode, log))
+
+
 def rbd_disks(xml):
     """[{name, shareable, cache}] of the domain's RBD network disks."""
     out = []
@@ -153,9 +183,23 @@ class SharedDiskCheck:
         result['volume_type_properties'] = vtype.get('properties')
         made = []
         try:
-            result.update(self._attach_two(made))
+            result.update(self._attach_two(made, 'none'))
         finally:
             self._remove(made)
+        # Stock Nova 34 also makes a multiattach disk <shareable/> and
+        # cache='none', so the pass above shows the chain works, not that
+        # the extension shapes the disk. directsync is the extension's
+        # alone: the same attach with [shared_cache] cache_mode = directsync
+        # in nova-cpu.conf must give it.
+        say('check: nova-compute again with [shared_cache] cache_mode = '
+            'directsync')
+        restart_compute('directsync')
+        made = []
+        try:
+            result['directsync'] = self._attach_two(made, 'directsync')
+        finally:
+            self._remove(made)
+            restart_compute('none')
         return result
 
     def _server_status(self, name):
@@ -166,7 +210,7 @@ class SharedDiskCheck:
         shown = self.os('volume', 'show', name, check=False)
         return shown.get('status') if isinstance(shown, dict) else 'GONE'
 
-    def _attach_two(self, made):
+    def _attach_two(self, made, cache):
         os_ = self.os
         say('check: a multiattach volume and two servers (--nic none)')
         volume = os_('volume', 'create', '--size', '1', '--type',
@@ -214,14 +258,16 @@ class SharedDiskCheck:
                 bad.append('%s has %d RBD disks of %s' % (
                     domain, len(shared), wanted))
                 continue
-            if not shared[0]['shareable'] or shared[0]['cache'] != 'none':
+            if not shared[0]['shareable'] or shared[0]['cache'] != cache:
                 bad.append('%s: %s is shareable=%s cache=%s' % (
                     domain, wanted, shared[0]['shareable'],
                     shared[0]['cache']))
         if bad:
-            raise JobError('the shared volume is not a shareable uncached '
-                           'disk in both domains: %s' % '; '.join(bad))
-        say('check: both domains have %s as <shareable/> cache=none' % wanted)
+            raise JobError('the shared volume is not a shareable disk with '
+                           'cache=%s in both domains: %s' % (
+                               cache, '; '.join(bad)))
+        say('check: both domains have %s as <shareable/> cache=%s'
+            % (wanted, cache))
         return {'volume': volume['id'], 'domains': disks,
                 'audit': self._audit(wanted)}
 

@@ -110,6 +110,19 @@ def run(cmd, check=True, timeout=600, **kwargs):
     return proc
 
 
+def systemctl(*args, timeout=600, check=True):
+    """Run systemctl as from a login shell, in /.
+
+    The stand-in starts a unit with the caller's environment and directory
+    (systemd would not), so a PYTHONPATH or a checkout's nova/ in the
+    current directory would reach the service (seen: nova-compute imported
+    nova.virt from this checkout and failed).
+    """
+    return run(['systemctl'] + list(args), check=check, timeout=timeout,
+               cwd='/', env={'PATH': '/usr/sbin:/usr/bin:/sbin:/bin',
+                             'LANG': 'C.UTF-8'})
+
+
 def write(path, text, mode=0o644):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + '.tmp'
@@ -221,10 +234,9 @@ class Job:
         # clean.sh have no step for them, on any host): stopped here, and
         # named in the record. Anything else left is a failure.
         by_design = [u for u in DEVSTACK_LEAVES
-                     if run(['systemctl', 'is-active', u],
-                            check=False).returncode == 0]
+                     if systemctl('is-active', u, check=False).returncode == 0]
         for unit in by_design:
-            run(['systemctl', 'stop', unit], check=False, timeout=120)
+            systemctl('stop', unit, check=False, timeout=120)
         self.record('unstack', left_by_devstack=by_design,
                     leftovers=[line for line in left
                                if not line.startswith(DEVSTACK_LEAVES)])
@@ -307,7 +319,9 @@ def main(argv=None):
     parser.add_argument('phase', nargs='?', default='all',
                         choices=('all',) + PHASES + ('status',))
     args = parser.parse_args(argv)
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    # The product and the lab from this checkout, for this process only.
+    sys.path[:0] = [os.path.dirname(os.path.abspath(__file__)), TOP,
+                    os.path.join(TOP, 'lab')]
     job = Job(args.work)
     if args.phase == 'all':
         return job.all()

@@ -151,15 +151,20 @@ def write_summary(job, path):
     lines += ['', '## The shared disk, through the openstack command', '',
               'nova-compute ran `%s` (nova-cpu.conf and its log). One '
               'multiattach volume added with `openstack server add volume` '
-              'to two servers gave, in `virsh dumpxml`:'
+              'to two servers gave, in `virsh dumpxml`, with `[shared_cache] '
+              'cache_mode` at its default (`none`, which stock Nova 34 also '
+              'gives a multiattach disk) and then, nova-compute restarted, '
+              'at `directsync` (which only the extension gives):'
               % check.get('compute_driver_loaded'), '',
-              '| domain | disk | shareable | cache |',
-              '| --- | --- | --- | --- |']
-    for domain, disks in sorted(check.get('domains', {}).items()):
-        for disk in disks:
-            lines.append('| %s | `%s` (%s) | %s | %s |' % (
-                domain, disk['name'], disk['target'],
-                'yes' if disk['shareable'] else 'no', disk['cache']))
+              '| cache_mode | domain | disk | shareable | cache |',
+              '| --- | --- | --- | --- | --- |']
+    for mode, passed in (('none', check), ('directsync',
+                                           check.get('directsync') or {})):
+        for domain, disks in sorted(passed.get('domains', {}).items()):
+            for disk in disks:
+                lines.append('| %s | %s | `%s` (%s) | %s | %s |' % (
+                    mode, domain, disk['name'], disk['target'],
+                    'yes' if disk['shareable'] else 'no', disk['cache']))
     audit = check.get('audit')
     if audit:
         lines += ['', '`nova-shared-cache audit --json` on the compute '

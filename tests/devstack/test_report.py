@@ -23,7 +23,10 @@ PHASES = {
             {'name': 'volumes/volume-1', 'shareable': True, 'cache': 'none',
              'target': 'vdb'}]},
         'audit': {'exit': 0, 'domains': 2, 'shared_rows': 2, 'findings': 0,
-                  'errors': [], 'warnings': []}}},
+                  'errors': [], 'warnings': []},
+        'directsync': {'domains': {'instance-00000003': [
+            {'name': 'volumes/volume-2', 'shareable': True,
+             'cache': 'directsync', 'target': 'vdb'}]}}}},
     'tempest': {'ok': True, 'seconds': 1800, 'result': {
         'passed': 9, 'skipped': 2, 'failed': 0, 'not_run': 0,
         'duration_s': 1700.0}},
@@ -50,8 +53,10 @@ def test_summary_names_every_figure(tmp_path):
         assert '| %s | %s |' % (phase, PHASES[phase]['seconds']) in text
     assert '| pip_install | 400 |' in text
     assert '| Total runtime | 712 |' in text
-    assert '| instance-00000001 | `volumes/volume-1` (vdb) | yes | none |' \
-        in text
+    assert ('| none | instance-00000001 | `volumes/volume-1` (vdb) | yes | '
+            'none |') in text
+    assert ('| directsync | instance-00000003 | `volumes/volume-2` (vdb) | '
+            'yes | directsync |') in text
     assert '9 passed, 2 skipped (expected), 0 failed, 0 not run' in text
     assert 'exit 0, 2 domains, 2 shared disks of the volume, 0 findings' \
         in text
