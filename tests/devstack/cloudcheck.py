@@ -369,6 +369,15 @@ def run_tempest(job):
                                     'duration_s')}
 
 
+def _zombie(pid):
+    """An exited process its parent has not reaped yet: runs nothing."""
+    try:
+        with open('/proc/%s/stat' % pid) as f:
+            return f.read().rsplit(')', 1)[1].split()[0] == 'Z'
+    except (OSError, IndexError):
+        return True   # gone meanwhile
+
+
 def leftovers():
     """What still runs or listens after unstack.sh and clean.sh."""
     left = []
@@ -376,7 +385,7 @@ def leftovers():
         proc = run(['pgrep', '-a', '-f', name], check=False)
         for line in proc.stdout.splitlines():
             pid, _, cmd = line.partition(' ')
-            if int(pid) == os.getpid() or 'pgrep' in cmd:
+            if int(pid) == os.getpid() or 'pgrep' in cmd or _zombie(pid):
                 continue
             left.append('%s (pid %s: %s)' % (name, pid, cmd[:120]))
     listening = run(['ss', '-Hltnp'], check=False).stdout.splitlines()
