@@ -124,12 +124,9 @@ def systemctl(*args, timeout=600, check=True):
 
 
 def write(path, text, mode=0o644):
+    from nova_shared_cache import atomicfile  # on sys.path from main()
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-        f.write(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    atomicfile.replace(path, text, mode)
 
 
 class Job:
