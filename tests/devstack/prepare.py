@@ -68,6 +68,15 @@ DROPINS = {
         'ExecStart=/usr/local/sbin/nsc-libvirtd\n'),
 }
 
+#: What the libvirtd wrapper appends to libvirtd.conf (restore-host takes
+#: exactly this out again).
+LIBVIRTD_CONF_BLOCK = (
+    '# nova-shared-cache devstack job: no D-Bus/polkit here; the socket\'s '
+    'group\n'
+    'auth_unix_rw = "none"\n'
+    'unix_sock_group = "libvirt"\n'
+    'unix_sock_rw_perms = "0770"\n')
+
 LIBVIRTD_WRAPPER = """#!/bin/sh
 # nova-shared-cache devstack job: libvirtd in the foreground, with /dev/kvm
 # replaced in its own mount namespace by a node nobody may open (mode 000),
@@ -82,11 +91,7 @@ LIBVIRTD_WRAPPER = """#!/bin/sh
 conf=/etc/libvirt/libvirtd.conf
 if ! grep -q '^# nova-shared-cache devstack job' "$conf"; then
     cat >> "$conf" <<'CONF'
-# nova-shared-cache devstack job: no D-Bus/polkit here; the socket's group
-auth_unix_rw = "none"
-unix_sock_group = "libvirt"
-unix_sock_rw_perms = "0770"
-CONF
+%sCONF
 fi
 if [ -e /dev/kvm ]; then
     exec unshare -m --propagation private sh -c \\
@@ -94,7 +99,7 @@ if [ -e /dev/kvm ]; then
          mount --bind "$node" /dev/kvm && exec /usr/sbin/libvirtd'
 fi
 exec /usr/sbin/libvirtd
-"""
+""" % LIBVIRTD_CONF_BLOCK
 
 #: RabbitMQ as Debian starts it listens on every address (AMQP 5672, the
 #: Erlang distribution port, epmd 4369): bound to loopback before devstack
@@ -184,6 +189,51 @@ class Preparation:
             write('/etc/systemd/system/%s.d/nsc-devstack.conf' % unit,
                   MARK + 'see tests/devstack/prepare.py\n' + text)
         write('/usr/local/sbin/nsc-libvirtd', LIBVIRTD_WRAPPER, 0o755)
+
+    def restore_host(self):
+        """Undo what ``systemctl()`` and ``loopback()`` put on the host.
+
+        Only the job's own files: devstack's changes are clean.sh's.
+        Refused while a devstack unit file is still there (unstack.sh and
+        clean.sh need the stand-in).
+        """
+        left = glob.glob('/etc/systemd/system/devstack@*.service')
+        if left:
+            raise JobError('devstack units are still defined (%s): run '
+                           'unstack first, the stand-in stops them'
+                           % ', '.join(sorted(left)))
+        removed = []
+        for path, diverted in ((SYSTEMCTL, SYSTEMCTL_DIVERTED),
+                               (JOURNALCTL, JOURNALCTL_DIVERTED)):
+            if diverted in run(['dpkg-divert', '--list', path]).stdout:
+                os.unlink(path)
+                run(['dpkg-divert', '--local', '--rename', '--remove', path])
+                removed.append(path)
+        for unit in list(DROPINS) + ['rabbitmq-server.service']:
+            dropin = '/etc/systemd/system/%s.d/nsc-devstack.conf' % unit
+            if os.path.exists(dropin):
+                os.unlink(dropin)
+                removed.append(dropin)
+                try:
+                    os.rmdir(os.path.dirname(dropin))
+                except OSError:
+                    pass   # other drop-ins are there
+        for path in ('/usr/local/sbin/nsc-libvirtd',):
+            if os.path.exists(path):
+                os.unlink(path)
+                removed.append(path)
+        conf = '/etc/libvirt/libvirtd.conf'
+        if os.path.exists(conf):
+            with open(conf) as f:
+                text = f.read()
+            ours = LIBVIRTD_CONF_BLOCK
+            if ours in text:
+                write(conf, text.replace(ours, '', 1))
+                removed.append(conf + ' (the job\'s lines)')
+        if os.path.exists(STANDIN_DIR):
+            shutil.rmtree(STANDIN_DIR)
+            removed.append(STANDIN_DIR)
+        return removed
 
     def loopback(self):
         write('/etc/rabbitmq/rabbitmq-env.conf', RABBITMQ_ENV)

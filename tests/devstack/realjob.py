@@ -245,6 +245,11 @@ class Job:
                                ', '.join(by_design) or 'nothing',
                                '; '.join(left)))
 
+    def restore_host(self):
+        import prepare as prep
+        for what in prep.Preparation(self).restore_host():
+            say('removed %s' % what)
+
     # -- driver -------------------------------------------------------------
 
     def run_phase(self, phase):
@@ -314,7 +319,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog='tests/devstack/run-real')
     parser.add_argument('--work', required=True)
     parser.add_argument('phase', nargs='?', default='all',
-                        choices=('all',) + PHASES + ('status',))
+                        choices=('all',) + PHASES + ('status',
+                                                     'restore-host'))
     args = parser.parse_args(argv)
     # The product and the lab from this checkout, for this process only.
     sys.path[:0] = [os.path.dirname(os.path.abspath(__file__)), TOP,
@@ -324,6 +330,13 @@ def main(argv=None):
         return job.all()
     if args.phase == 'status':
         print(json.dumps(job.phases(), indent=1, sort_keys=True))
+        return 0
+    if args.phase == 'restore-host':
+        try:
+            job.restore_host()
+        except JobError as err:
+            print('error: %s' % err, file=sys.stderr)
+            return 1
         return 0
     return 0 if job.run_phase(args.phase) else 1
 
