@@ -191,9 +191,11 @@ class Preparation:
         write('/usr/local/sbin/nsc-libvirtd', LIBVIRTD_WRAPPER, 0o755)
 
     def restore_host(self):
-        """Undo what ``systemctl()`` and ``loopback()`` put on the host.
+        """Undo what ``systemctl()`` put on the host.
 
-        Only the job's own files: devstack's changes are clean.sh's.
+        Only the job's own files: devstack's changes are clean.sh's, and
+        the loopback settings of RabbitMQ and Apache stay (they only narrow
+        what listens).
         Refused while a devstack unit file is still there (unstack.sh and
         clean.sh need the stand-in).
         """
