@@ -134,12 +134,26 @@ def extract(tar, dest):
     tar.extractall(dest)
 
 
+#: Who commits the trees placed here (no git identity on a fresh machine).
+GIT_IDENTITY = {'GIT_AUTHOR_NAME': 'nsc', 'GIT_COMMITTER_NAME': 'nsc',
+                'GIT_AUTHOR_EMAIL': 'nsc@localhost',
+                'GIT_COMMITTER_EMAIL': 'nsc@localhost'}
+
+
+def git(*args):
+    return run(['git'] + list(args), env=dict(os.environ, **GIT_IDENTITY),
+               timeout=600)
+
+
 class Preparation:
 
     def __init__(self, job):
         self.job = job
 
     def run(self):
+        # devstack runs git in the trees root places here, as the stack user.
+        run(['git', 'config', '--system', '--replace-all', 'safe.directory',
+             '*'])
         self.systemctl()
         self.loopback()
         self.unpack_snapshot('devstack', DEVSTACK)
@@ -311,16 +325,9 @@ class Preparation:
 
         devstack's git_clone finds it and leaves it alone (RECLONE=False).
         """
-        env = dict(os.environ, GIT_AUTHOR_NAME='nsc', GIT_COMMITTER_NAME='nsc',
-                   GIT_AUTHOR_EMAIL='nsc@localhost',
-                   GIT_COMMITTER_EMAIL='nsc@localhost')
-        run(['git', 'init', '-q', '-b', 'master', tree], env=env)
-        run(['git', '-C', tree, 'add', '-A', '-f', '.'], env=env, timeout=600)
-        run(['git', '-C', tree, 'commit', '-q', '-m', message], env=env,
-            timeout=600)
-        # devstack runs git in these trees as the stack user.
-        run(['git', 'config', '--system', '--replace-all', 'safe.directory',
-             '*'])
+        git('init', '-q', '-b', 'master', tree)
+        git('-C', tree, 'add', '-A', '-f', '.')
+        git('-C', tree, 'commit', '-q', '-m', message)
 
     def service_trees(self):
         cache = os.path.join(self.job.work, 'sdists')
@@ -433,13 +440,8 @@ class Preparation:
                     req.name, version, new, who, req.specifier))
         if bumps:
             write(path, '\n'.join(lines) + '\n')
-            env = dict(os.environ, GIT_AUTHOR_NAME='nsc',
-                       GIT_COMMITTER_NAME='nsc',
-                       GIT_AUTHOR_EMAIL='nsc@localhost',
-                       GIT_COMMITTER_EMAIL='nsc@localhost')
-            run(['git', '-C', REQUIREMENTS, 'commit', '-q', '-a', '-m',
-                 'Bump what the 2026.2 services need:\n\n'
-                 + '\n'.join(bumps)], env=env)
+            git('-C', REQUIREMENTS, 'commit', '-q', '-a', '-m',
+                'Bump what the 2026.2 services need:\n\n' + '\n'.join(bumps))
         for line in bumps:
             say('upper-constraints: %s' % line)
         return bumps
